@@ -1,0 +1,44 @@
+"""``vaelab`` command line: each subcommand lives in ``vaelab/commands/<name>.py`` and
+exposes ``register(subparsers)``; this file only dispatches and turns user errors into one
+clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+COMMANDS = ["train", "eval", "data"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vaelab", description="Variational autoencoders: train, evaluate, look inside.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"vaelab.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("vaelab: interrupted; the last completed checkpoint is kept", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as err:
+        if os.environ.get("VAELAB_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"vaelab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

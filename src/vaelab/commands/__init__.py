@@ -1,0 +1,1 @@
+"""One module per ``vaelab`` subcommand; each exposes ``register(subparsers)``."""

@@ -1,0 +1,48 @@
+"""``vaelab train``: config file + overrides -> a trained, evaluated run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a VAE (default: MNIST, a few minutes on a CPU)",
+                       description="Train a VAE and write a run folder: config, checkpoints, "
+                                   "metrics.jsonl, summary.json and pictures.")
+    p.add_argument("--config", "-c", help="TOML config file (see configs/)")
+    p.add_argument("--set", "-s", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
+    p.add_argument("--out", "-o", help="run folder (default runs/<dataset>-<latent>-<time>)")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vaelab.api import fit
+    from vaelab.config import load_config
+
+    if args.resume and (args.config or args.overrides or args.out):
+        raise ValueError("--resume continues a run with its saved config; "
+                         "drop --config/--set/--out")
+    config = load_config(args.config, args.overrides)
+    if args.no_progress:
+        config.train.progress = False
+    run_ = fit(config, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    summary = json.loads((run_.path / "summary.json").read_text())
+    test = summary.get("test", {})
+    print(f"run folder: {run_.path}")
+    print(f"trained {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
+          f"({summary['images_per_sec']:.0f} images/s); stop: {summary['stop_reason']}")
+    if test:
+        print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
+              f"(rec {test['rec']:.2f}, KL {test['kl']:.2f})")
+        if "nll" in test:
+            print(f"test NLL:  {test['nll']:.2f} ± {test['log_likelihood_stderr']:.2f} nats "
+                  f"(importance sampling, K={test['iw_samples']})")
+        print(f"active units: {test['active_units']}/{test['latent_units']}")
+    if summary["pictures"]:
+        print("pictures: " + ", ".join(str(run_.path / p) for p in summary["pictures"]))
+    return 0

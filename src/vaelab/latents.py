@@ -1,0 +1,82 @@
+"""Posterior families: encoder features -> q(z|x) as a ``torch.distributions`` object.
+
+A family knows how many encoder outputs it needs (``param_size``), the shape of one latent
+sample (``latent_shape``) and how to flatten a sample for the decoder (``flat_dim``).
+Discrete families return the *discrete* distribution; a relaxation for training is the
+estimator's business (see ``estimators.py``), so evaluation always uses the true model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+
+MIN_SCALE = 1e-5
+
+
+def positive(raw: torch.Tensor) -> torch.Tensor:
+    """softplus keeps scales positive without exp's overflow; the floor avoids log(0)."""
+    return F.softplus(raw) + MIN_SCALE
+
+
+class LatentFamily(nn.Module):
+    """Base class: ``forward(params)`` returns q(z|x) with event shape ``latent_shape``."""
+
+    latent_shape: tuple[int, ...]
+    param_size: int
+    discrete: bool = False
+
+    @property
+    def flat_dim(self) -> int:
+        return math.prod(self.latent_shape)
+
+    def flatten(self, z: torch.Tensor) -> torch.Tensor:
+        """(*batch, *latent_shape) -> (*batch, flat_dim), the decoder's input."""
+        if len(self.latent_shape) == 1:
+            return z
+        return z.reshape(*z.shape[: z.dim() - len(self.latent_shape)], self.flat_dim)
+
+
+class DiagonalGaussian(LatentFamily):
+    """q(z|x) = N(mu, diag(sigma^2)); the encoder outputs mu and a pre-softplus sigma."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.latent_shape = (dim,)
+        self.param_size = 2 * dim
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        loc, raw = params.chunk(2, dim=-1)
+        return Independent(Normal(loc, positive(raw), validate_args=False), 1,
+                           validate_args=False)
+
+
+class FullCovarianceGaussian(LatentFamily):
+    """q(z|x) = N(mu, L L^T) with L lower-triangular and a positive diagonal (Cholesky)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.latent_shape = (dim,)
+        self.param_size = dim + dim * (dim + 1) // 2
+        rows, cols = torch.tril_indices(dim, dim)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.register_buffer("diag", rows == cols, persistent=False)
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        d = self.latent_shape[0]
+        loc, tril = params[..., :d], params[..., d:]
+        tril = torch.where(self.diag, positive(tril), tril)
+        scale_tril = params.new_zeros(*params.shape[:-1], d, d)
+        scale_tril[..., self.rows, self.cols] = tril
+        return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+
+
+FAMILIES: dict[str, type[LatentFamily]] = {
+    "gaussian": DiagonalGaussian,
+    "gaussian-full": FullCovarianceGaussian,
+}

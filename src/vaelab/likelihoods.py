@@ -1,0 +1,86 @@
+"""Likelihoods p(x|z): decoder output ``(*batch, k, *event_shape)`` -> Distribution over x.
+
+``params_per_element`` (k) tells the decoder how many maps to produce per data element.
+``data_range`` is what the likelihood's support admits, checked against the data before
+training (a Bernoulli on pixel values in [0, 255] is a silent bug otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from vaelab.latents import positive
+
+
+class Likelihood(nn.Module):
+    params_per_element: int = 1
+    data_range: tuple[float, float] | None = None  # None = any real value
+    name: str = ""
+
+    def __init__(self, event_shape: tuple[int, ...]):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+
+    def _independent(self, base: Distribution) -> Distribution:
+        return Independent(base, len(self.event_shape), validate_args=False)
+
+
+class BernoulliLikelihood(Likelihood):
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i)); binary data, or [0,1] intensities."""
+
+    data_range = (0.0, 1.0)
+    name = "bernoulli"
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        return self._independent(Bernoulli(logits=out.squeeze(-len(self.event_shape) - 1),
+                                           validate_args=False))
+
+
+class GaussianLikelihood(Likelihood):
+    """p(x|z) = N(x; mu(z), sigma^2) with sigma fixed, learned (shared or per element), or
+    predicted by the decoder (``variance="output"``, then k=2)."""
+
+    name = "gaussian"
+
+    def __init__(self, event_shape: tuple[int, ...], variance: str = "fixed",
+                 std: float = 0.1):
+        super().__init__(event_shape)
+        if variance not in ("fixed", "shared", "pixel", "output"):
+            raise ValueError(f"model.likelihood_variance must be fixed, shared, pixel or output,"
+                             f" got '{variance}'")
+        if std <= 0:
+            raise ValueError(f"model.likelihood_std must be positive, got {std}")
+        self.variance = variance
+        self.params_per_element = 2 if variance == "output" else 1
+        raw = math.log(math.expm1(std))  # inverse softplus: starts at the configured std
+        if variance == "fixed":
+            self.register_buffer("raw_std", torch.tensor(raw))
+        elif variance == "shared":
+            self.raw_std = nn.Parameter(torch.tensor(raw))
+        elif variance == "pixel":
+            self.raw_std = nn.Parameter(torch.full(self.event_shape, raw))
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        dim = -len(self.event_shape) - 1
+        if self.variance == "output":
+            loc, raw = out.unbind(dim)
+        else:
+            loc, raw = out.squeeze(dim), self.raw_std
+        return self._independent(Normal(loc, positive(raw).expand_as(loc), validate_args=False))
+
+
+def build_likelihood(name: str, event_shape: tuple[int, ...], *, variance: str = "fixed",
+                     std: float = 0.1) -> Likelihood:
+    """The one place a likelihood name becomes an object."""
+    if name == "bernoulli":
+        return BernoulliLikelihood(event_shape)
+    if name == "gaussian":
+        return GaussianLikelihood(event_shape, variance=variance, std=std)
+    raise ValueError(f"unknown model.likelihood '{name}'; choose one of {', '.join(LIKELIHOODS)}")
+
+
+LIKELIHOODS = ["bernoulli", "gaussian"]

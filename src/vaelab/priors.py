@@ -1,0 +1,51 @@
+"""Priors p(z): modules whose ``forward()`` returns a Distribution over one latent sample.
+
+Trainable priors (a mixture of Gaussians) keep their parameters here and are trained jointly
+with the rest of the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+)
+
+from vaelab.latents import positive
+
+
+class StandardNormal(nn.Module):
+    """p(z) = N(0, I)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(dim), persistent=False)
+        self.register_buffer("scale", torch.ones(dim), persistent=False)
+
+    def forward(self) -> Distribution:
+        return Independent(Normal(self.loc, self.scale, validate_args=False), 1,
+                           validate_args=False)
+
+
+class MixtureOfGaussians(nn.Module):
+    """p(z) = sum_c pi_c N(mu_c, diag(sigma_c^2)), all trainable (weights, means, scales)."""
+
+    def __init__(self, dim: int, components: int, init_spread: float = 1.0):
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"model.prior_components must be at least 1, got {components}")
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.loc = nn.Parameter(init_spread * torch.randn(components, dim))
+        # softplus(0.5413) = 1: components start with unit scale
+        self.raw_scale = nn.Parameter(torch.full((components, dim), 0.5413))
+
+    def forward(self) -> Distribution:
+        comp = Independent(Normal(self.loc, positive(self.raw_scale), validate_args=False), 1,
+                           validate_args=False)
+        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), comp,
+                                 validate_args=False)
