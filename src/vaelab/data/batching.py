@@ -1,0 +1,82 @@
+"""Minibatches from an in-memory tensor, and binarization of [0, 1] data.
+
+Batches are slices of one random permutation per epoch gathered with ``index_select``:
+no DataLoader, no per-item Python work. Dynamic binarization draws a fresh Bernoulli(x)
+sample each time (as in Burda et al., "Importance Weighted Autoencoders", 2016); the
+fixed binarization used for evaluation draws from a SplitMix64 stream, so its bits are
+identical on every device and library version and numbers compare across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, overload
+
+import torch
+
+from .dataset import check_unit_interval
+from .errors import DataError
+from .hashing import uniforms
+
+
+@overload
+def iterate_minibatches(x: torch.Tensor, batch_size: int, *, generator: torch.Generator,
+                        drop_last: bool = ..., start: int = ...,
+                        return_indices: Literal[False] = ...) -> Iterator[torch.Tensor]: ...
+@overload
+def iterate_minibatches(x: torch.Tensor, batch_size: int, *, generator: torch.Generator,
+                        drop_last: bool = ..., start: int = ...,
+                        return_indices: Literal[True]
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+def iterate_minibatches(x: torch.Tensor, batch_size: int, *, generator: torch.Generator,
+                        drop_last: bool = False, start: int = 0,
+                        return_indices: bool = False
+                        ) -> Iterator[torch.Tensor] | Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled minibatches of ``x`` (N, ...).
+
+    The permutation is drawn from ``generator`` when this is called, not lazily, so the
+    generator's state after the call does not depend on how far the epoch is consumed.
+    A run resumed mid-epoch restores the generator state saved at the epoch's start and
+    passes ``start`` = the number of batches already done, to get the same remaining
+    batches. With ``return_indices`` it yields (idx (B,) int64, xb (B, ...)), idx being
+    row numbers of ``x`` (datapoint ids for per-datapoint parameters).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = x.shape[0]
+    n_batches = n // batch_size if drop_last else -(-n // batch_size)
+    if not 0 <= start <= n_batches:
+        raise DataError(f"start={start} is outside this epoch's {n_batches} batches; pass the "
+                        f"number of batches already done, 0 to {n_batches}")
+    perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+    return _batches(x, perm, batch_size, range(start, n_batches), return_indices)
+
+
+def _batches(x: torch.Tensor, perm: torch.Tensor, batch_size: int, batch_numbers: range,
+             return_indices: bool) -> Iterator:
+    for b in batch_numbers:
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        xb = x.index_select(0, idx)
+        yield (idx, xb) if return_indices else xb
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fresh Bernoulli(x) draw, float32 0/1, same shape and device (dynamic binarization)."""
+    try:
+        return torch.bernoulli(x.to(torch.float32), generator=generator)
+    except RuntimeError:
+        check_unit_interval(x, "binarize input")
+        raise
+
+
+def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """A deterministic Bernoulli(x) draw: element i of ``x`` (C order) is 1 iff the i-th
+    SplitMix64 uniform of ``seed`` is below it. The same seed and ``x`` give the same
+    bits everywhere; binarize a whole evaluation set in one call."""
+    check_unit_interval(x, "fixed_binarization input")
+    u = torch.from_numpy(uniforms(seed, x.numel()).reshape(tuple(x.shape)))
+    p = x.detach().to(device="cpu", dtype=torch.float64)
+    return (u < p).to(device=x.device, dtype=torch.float32)
+
+
+__all__ = ["binarize", "fixed_binarization", "iterate_minibatches"]
