@@ -38,7 +38,7 @@ class ModelConfig:
     latent: str = "gaussian"  # q(z|x) family: gaussian (diagonal), gaussian-full, categorical, bernoulli
     latent_dim: int = 20  # number of latent variables
     num_classes: int = 10  # classes per variable (categorical latents)
-    prior: str = "auto"  # normal, mixture, vamp, uniform; auto = normal or uniform by latent family
+    prior: str = "auto"  # normal, mixture, vamp; discrete: uniform, learned; auto
     prior_components: int = 10  # components of a mixture / vamp prior
     encoder: str = "mlp"  # mlp or conv
     decoder: str = "mlp"  # mlp or conv
@@ -58,8 +58,12 @@ class ObjectiveConfig:
     beta: float = 1.0  # weight of the KL term after warm-up
     warmup_epochs: float = 0.0  # linear KL warm-up from 0 to beta over this many epochs
     free_bits: float = 0.0  # minimum KL in nats per latent dimension (0 = off)
+    free_bits_groups: int = 0  # >0: free_bits floors the KL of each of this many equal groups
     estimator: str = "auto"  # auto, pathwise, score-function, gumbel-softmax, straight-through
     baseline: str = "none"  # score-function baseline: none, moving-average, nvil, leave-one-out
+    baseline_decay: float = 0.9  # moving-average / nvil: decay of the running mean of f
+    baseline_hidden: int = 100  # nvil: hidden units of the MLP b(x)
+    baseline_normalize: bool = False  # nvil: divide the signal by its running std
     temperature: float = 1.0  # relaxation temperature tau0 (discrete latents)
     temperature_min: float = 0.5  # floor of the annealed temperature
     temperature_rate: float = 0.0  # r in tau = max(tau_min, tau0 exp(-r step)); 0 = constant
@@ -79,13 +83,18 @@ class TrainConfig:
     time_limit_minutes: float = 0.0  # stop after the epoch that crosses this (0 = no limit)
     threads: int = 0  # torch intra-op threads (0 = all cores)
     progress: bool = True  # show a progress bar
+    grad_variance_every: int = 0  # measure the gradient variance every N steps (0 = off)
+    grad_variance_draws: int = 10  # gradient estimates per measurement (>= 2)
+    snapshot_every: int = 0  # save q(z|x) means of a fixed test subset every N epochs (animation)
+    snapshot_points: int = 1000  # test points in each posterior snapshot
 
 
 @dataclass
 class EvalConfig:
     iw_samples: int = 1000  # K of the importance-sampled log-likelihood at the end of training
-    batch_size: int = 100  # datapoints per evaluation chunk
-    sample_chunk: int = 500  # importance samples decoded at once (bounds memory)
+    batch_size: int = 20  # datapoints per evaluation chunk
+    sample_chunk: int = 250  # importance samples per datapoint decoded at once; with batch_size
+    #                          this bounds memory (20 x 250 x 784 floats = 16 MB, cache-sized)
     active_threshold: float = 0.01  # a unit is active when Cov_x(E_q[z_d]) exceeds this
 
 

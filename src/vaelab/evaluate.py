@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaelab.diagnostics import collapse_warning, kl_per_dimension
 from vaelab.kl import kl_term
 from vaelab.model import VAE
 
@@ -48,7 +49,7 @@ def elbo_terms(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto
 
 @torch.no_grad()
 def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 5000,
-                              batch_size: int = 100, sample_chunk: int = 500,
+                              batch_size: int = 20, sample_chunk: int = 250,
                               progress: bool = False) -> torch.Tensor:
     """log p(x) ~ logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K, z_k ~ q(z|x): (N,).
 
@@ -84,8 +85,8 @@ def active_units(model: VAE, x: torch.Tensor, *, threshold: float = 0.01,
 
 
 @torch.no_grad()
-def evaluate(model: VAE, x: torch.Tensor, *, iw_samples: int = 1000, batch_size: int = 100,
-             sample_chunk: int = 500, active_threshold: float = 0.01, kl: str = "auto",
+def evaluate(model: VAE, x: torch.Tensor, *, iw_samples: int = 1000, batch_size: int = 20,
+             sample_chunk: int = 250, active_threshold: float = 0.01, kl: str = "auto",
              progress: bool = False) -> dict[str, Any]:
     """The evaluation report; field names are stable (see README, "Evaluation JSON")."""
     was_training = model.training
@@ -104,5 +105,15 @@ def evaluate(model: VAE, x: torch.Tensor, *, iw_samples: int = 1000, batch_size:
     report["active_units"] = count
     report["latent_units"] = int(variances.numel())
     report["unit_variances"] = [round(v, 6) for v in variances.tolist()]
+    if getattr(model.likelihood, "discrete", False) and "nll" in report:
+        # a probability mass over data values: -log2 P(x) per data element is a code length
+        report["bits_per_dim"] = report["nll"] / (math.prod(model.event_shape) * math.log(2))
+    split = kl_per_dimension(model, x)
+    report["kl_per_dim"] = None if split is None else [round(v, 6) for v in split[0].tolist()]
+    report["kl_per_dim_stderr"] = None if split is None \
+        else [round(v, 6) for v in split[1].tolist()]
+    report["kl_per_dim_kind"] = "undefined" if split is None else split[2]
+    collapse = collapse_warning(count, report["latent_units"], active_threshold)
+    report["warnings"] = [collapse] if collapse else []
     model.train(was_training)
     return report

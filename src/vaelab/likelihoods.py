@@ -10,15 +10,25 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import (
+    Bernoulli,
+    ContinuousBernoulli,
+    Distribution,
+    Independent,
+    Normal,
+)
 
+from vaelab.discretized import DiscretizedLogistic
 from vaelab.latents import positive
 
 
 class Likelihood(nn.Module):
     params_per_element: int = 1
     data_range: tuple[float, float] | None = None  # None = any real value
+    discrete: bool = False  # a probability mass over data values (then bits/dim are reported)
+    requires_8bit: bool = False  # defined only on the 256 levels k/255 of 8-bit data
     name: str = ""
 
     def __init__(self, event_shape: tuple[int, ...]):
@@ -29,15 +39,29 @@ class Likelihood(nn.Module):
         return Independent(base, len(self.event_shape), validate_args=False)
 
 
+class LogitBernoulli(Bernoulli):
+    """``Bernoulli(logits=...)`` whose log_prob is x*l - softplus(l).
+
+    Mathematically identical to torch's (tested), and about twice as fast on the CPU: torch
+    computes it through a multi-pass binary cross-entropy, which dominates importance-sampled
+    evaluation (K=5000 decodes of every test image).
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        logits = self.logits
+        return value * logits - F.softplus(logits)
+
+
 class BernoulliLikelihood(Likelihood):
     """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i)); binary data, or [0,1] intensities."""
 
     data_range = (0.0, 1.0)
+    discrete = True
     name = "bernoulli"
 
     def forward(self, out: torch.Tensor) -> Distribution:
-        return self._independent(Bernoulli(logits=out.squeeze(-len(self.event_shape) - 1),
-                                           validate_args=False))
+        return self._independent(LogitBernoulli(logits=out.squeeze(-len(self.event_shape) - 1),
+                                                validate_args=False))
 
 
 class GaussianLikelihood(Likelihood):
@@ -73,6 +97,34 @@ class GaussianLikelihood(Likelihood):
         return self._independent(Normal(loc, positive(raw).expand_as(loc), validate_args=False))
 
 
+class ContinuousBernoulliLikelihood(Likelihood):
+    """p(x|z) = prod_i CB(x_i; sigmoid(logit_i)): the Bernoulli made a normalised density on
+    [0, 1] (Loaiza-Ganem & Cunningham 2019), for intensities that are not binarized."""
+
+    data_range = (0.0, 1.0)
+    name = "continuous-bernoulli"
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        logits = out.squeeze(-len(self.event_shape) - 1)
+        return self._independent(ContinuousBernoulli(logits=logits, validate_args=False))
+
+
+class DiscretizedLogisticLikelihood(Likelihood):
+    """p(x|z) = prod_i DiscretizedLogistic(x_i; mu_i, log s_i) over the 256 levels of 8-bit
+    data; the decoder predicts a mean and a log-scale per element (k=2)."""
+
+    params_per_element = 2
+    data_range = (0.0, 1.0)
+    discrete = True
+    requires_8bit = True
+    name = "logistic-256"
+
+    def forward(self, out: torch.Tensor) -> Distribution:
+        loc, log_scale = out.unbind(-len(self.event_shape) - 1)
+        return self._independent(DiscretizedLogistic(loc, log_scale, levels=256,
+                                                     validate_args=False))
+
+
 def build_likelihood(name: str, event_shape: tuple[int, ...], *, variance: str = "fixed",
                      std: float = 0.1) -> Likelihood:
     """The one place a likelihood name becomes an object."""
@@ -80,7 +132,11 @@ def build_likelihood(name: str, event_shape: tuple[int, ...], *, variance: str =
         return BernoulliLikelihood(event_shape)
     if name == "gaussian":
         return GaussianLikelihood(event_shape, variance=variance, std=std)
+    if name == "continuous-bernoulli":
+        return ContinuousBernoulliLikelihood(event_shape)
+    if name == "logistic-256":
+        return DiscretizedLogisticLikelihood(event_shape)
     raise ValueError(f"unknown model.likelihood '{name}'; choose one of {', '.join(LIKELIHOODS)}")
 
 
-LIKELIHOODS = ["bernoulli", "gaussian"]
+LIKELIHOODS = ["bernoulli", "gaussian", "continuous-bernoulli", "logistic-256"]

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from vaelab.fastlinear import Linear
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -35,7 +37,7 @@ def mlp(in_features: int, hidden: list[int], out_features: int, act: str) -> nn.
     sizes = [in_features, *hidden, out_features]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
+        layers.append(Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation(act))
     return nn.Sequential(*layers)
@@ -66,7 +68,7 @@ class MLPDecoder(nn.Module):
         self.net = mlp(in_features, hidden, self.k * math.prod(event_shape), act)
 
     @property
-    def output_layer(self) -> nn.Linear:
+    def output_layer(self) -> Linear:
         return self.net[-1]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
