@@ -8,4 +8,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (linear_gaussian, ...)
 os.environ.setdefault("VAELAB_NO_DOWNLOAD", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one thread per test process: tests are small, and oversubscribed OpenMP threads (several
+# processes x 2 threads on 2 cores) slow everything down many times over
+torch.set_num_threads(1)

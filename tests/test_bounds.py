@@ -6,6 +6,7 @@ the estimate is more than 4 standard errors from the exact value.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -88,7 +89,7 @@ def test_iwae_bound_increases_with_k_and_stays_below_log_px():
         per_rep = reps.mean(1)
         means.append(per_rep.mean())
         errs.append(per_rep.std().item() / math.sqrt(per_rep.numel()))
-    for (a, ea), (b, eb) in zip(zip(means, errs), zip(means[1:], errs[1:]), strict=False):
+    for (a, ea), (b, eb) in itertools.pairwise(zip(means, errs, strict=True)):
         assert b - a > Z * math.hypot(ea, eb), f"bound did not increase: {a:.3f} -> {b:.3f}"
     assert means[-1] < exact + Z * errs[-1]
 

@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"  # dataset name (mnist, fashion-mnist) or a path to an .npz / IDX file
+    name: str = "mnist"  # mnist, fashion-mnist, or a path to an .npz / IDX file
     train_split: str = "train"  # split to train on: "train", or "train+valid" (no validation then)
     valid_split: str = "valid"  # split for per-epoch validation; "" disables it
     test_split: str = "test"  # split reported at the end of training
@@ -35,7 +35,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    latent: str = "gaussian"  # q(z|x) family: gaussian (diagonal), gaussian-full, categorical, bernoulli
+    latent: str = "gaussian"  # q(z|x): gaussian (diagonal), gaussian-full, categorical, bernoulli
     latent_dim: int = 20  # number of latent variables
     num_classes: int = 10  # classes per variable (categorical latents)
     prior: str = "auto"  # normal, mixture, vamp; discrete: uniform, learned; auto
@@ -43,11 +43,11 @@ class ModelConfig:
     encoder: str = "mlp"  # mlp or conv
     decoder: str = "mlp"  # mlp or conv
     hidden: list[int] = field(default_factory=lambda: [512])  # MLP hidden sizes; [] = linear map
-    channels: list[int] = field(default_factory=lambda: [32, 64])  # conv channels per stride-2 layer
+    channels: list[int] = field(default_factory=lambda: [32, 64])  # conv channels, stride-2 layers
     activation: str = "relu"  # relu, tanh, elu, softplus, gelu, silu
     likelihood: str = "bernoulli"  # bernoulli, gaussian, continuous-bernoulli, logistic-256, ...
     likelihood_std: float = 0.1  # std of a fixed-variance gaussian likelihood
-    likelihood_variance: str = "fixed"  # gaussian: fixed, shared (one learned), pixel (learned each)
+    likelihood_variance: str = "fixed"  # gaussian: fixed, shared, pixel (learned), output
 
 
 @dataclass
@@ -87,6 +87,11 @@ class TrainConfig:
     grad_variance_draws: int = 10  # gradient estimates per measurement (>= 2)
     snapshot_every: int = 0  # save q(z|x) means of a fixed test subset every N epochs (animation)
     snapshot_points: int = 1000  # test points in each posterior snapshot
+    checkpoint_every_steps: int = 0  # also checkpoint every N optimizer steps (0 = epoch ends)
+    keep_checkpoints: int = 3  # newest step-numbered checkpoints kept besides last.pt/best.pt
+    precision: str = "float32"  # float32, or bf16 (networks autocast in training; eval fp32)
+    compile: bool = False  # torch.compile the encoder and decoder for training
+    device: str = "auto"  # auto (CUDA when present, one GPU per rank), cpu, cuda
 
 
 @dataclass

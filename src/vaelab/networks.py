@@ -9,6 +9,7 @@ through unchanged.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -36,7 +37,7 @@ def mlp(in_features: int, hidden: list[int], out_features: int, act: str) -> nn.
     """Linear layers with ``act`` between them; ``hidden=[]`` gives a single linear map."""
     sizes = [in_features, *hidden, out_features]
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(activation(act))

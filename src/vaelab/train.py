@@ -3,21 +3,31 @@
 The trainer knows nothing about VAEs. It gets a module, a ``step_fn(batch, progress)`` that
 returns ``(loss, terms)`` — ``terms`` are named per-datapoint tensors used for logging and
 for naming the culprit when something goes non-finite — and an optional ``validate_fn``.
+
+Data parallel (see ``distributed.py``): under torchrun every rank runs this loop on its
+slice of each global batch, the step runs inside DistributedDataParallel, control
+decisions (skip a step, stop) are taken jointly, epoch metrics are summed over ranks, and
+only rank 0 calls the epoch-end and checkpoint hooks. Checkpoints can be taken every
+``train.checkpoint_every_steps`` steps; they hold the position inside the epoch and every
+random state, so a resumed run continues exactly where the checkpoint was taken.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelab.config import TrainConfig
+from vaelab import distributed
+from vaelab.config import ConfigError, TrainConfig
 from vaelab.data import iterate_minibatches
 
 
@@ -45,11 +55,58 @@ class TrainState:
     best: float = -math.inf  # best validation score (higher is better)
     bad_steps: int = 0  # consecutive skipped (non-finite) steps
     elapsed: float = 0.0  # training seconds so far, across resumes
+    # the epoch in progress (what a mid-epoch checkpoint needs to continue it exactly)
+    batch: int = 0  # batches of the current epoch done
+    epoch_rng: torch.Tensor | None = None  # data-order generator state at the epoch's start
+    epoch_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # term sums so far
+    epoch_seen: int = 0  # datapoints summed into epoch_sums
+    epoch_seconds: float = 0.0  # training seconds of the epoch so far
+    epoch_records: list[dict[str, Any]] = field(default_factory=list)  # step-hook records
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best": self.best,
-                "bad_steps": self.bad_steps, "elapsed": self.elapsed}
+                "bad_steps": self.bad_steps, "elapsed": self.elapsed, "batch": self.batch,
+                "epoch_rng": self.epoch_rng, "epoch_sums": dict(self.epoch_sums),
+                "epoch_seen": self.epoch_seen, "epoch_seconds": self.epoch_seconds,
+                "epoch_records": list(self.epoch_records)}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python ``random`` with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global random state (torch, CUDA, numpy, python) as tensors and plain values,
+    so a checkpoint holding them loads with ``torch.load(weights_only=True)``."""
+    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, py_state, gauss_next = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()),
+                     p["gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -104,6 +161,13 @@ class Trainer:
         self.state = TrainState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.stop_reason = ""
+        self.ctx = distributed.current()
+        if self.ctx.distributed and cfg.batch_size % self.ctx.world:
+            raise ConfigError(f"train.batch_size={cfg.batch_size} (the global batch) must be "
+                              f"divisible by the {self.ctx.world} processes")
+        # under DDP the whole step runs as the wrapper's forward, so gradients are averaged
+        self.forward = distributed.wrap(distributed.StepModule(module, step_fn), self.ctx) \
+            if self.ctx.distributed else step_fn
 
     # -- state for checkpoints ---------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -111,31 +175,37 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "trainer": self.state.to_dict(),
                 "data_rng": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "rng": rng_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for key, value in state["trainer"].items():
             setattr(self.state, key, value)
+        if not self.ctx.is_main:  # rank 0 saved the ranks' summed partial metrics
+            self.state.epoch_sums, self.state.epoch_seen = {}, 0
         self.generator.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_states(state["rng"])
 
     # -- the loop ------------------------------------------------------------------------
     def _step(self, batch: torch.Tensor, progress: Progress) -> dict[str, torch.Tensor] | None:
-        loss, terms = self.step_fn(batch, progress)
+        with distributed.sharded(distributed.Shard(self.ctx.rank, self.ctx.world)):
+            loss, terms = self.forward(batch, progress)
         where = f"step {self.state.step} (epoch {self.state.epoch + 1})"
-        if not torch.isfinite(loss):
+        if distributed.any_rank(not torch.isfinite(loss)):  # every rank skips, or none
             bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
             return self._skip(f"non-finite loss at {where}; non-finite terms: "
                               f"{', '.join(bad) or 'none (the loss itself)'}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), max_norm)
-        if not torch.isfinite(norm):
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads \
+            else torch.zeros(())
+        if not torch.isfinite(norm):  # checked before clipping, which would spread the NaN
             name = first_nonfinite_grad(self.module)
             return self._skip(f"non-finite gradient at {where} in parameter '{name}'")
+        if 0 < self.cfg.grad_clip < norm:
+            torch._foreach_mul_(grads, self.cfg.grad_clip / (float(norm) + 1e-6))
         self.optimizer.step()
         self.state.bad_steps = 0
         return terms
@@ -143,7 +213,8 @@ class Trainer:
     def _skip(self, message: str) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.bad_steps += 1
-        tqdm.write(f"warning: {message}; step skipped")
+        if self.ctx.is_main:
+            tqdm.write(f"warning: {message}; step skipped")
         if self.state.bad_steps >= self.cfg.max_bad_steps:
             raise TrainingDiverged(
                 f"{self.state.bad_steps} non-finite steps in a row, last: {message}; "
@@ -151,76 +222,133 @@ class Trainer:
         return None
 
     def fit(self, train_x: torch.Tensor, epochs: int | None = None) -> TrainState:
-        """Train for ``epochs`` (default ``cfg.epochs``) counting epochs already done."""
+        """Train for ``epochs`` (default ``cfg.epochs``) counting epochs already done;
+        continues a loaded mid-epoch state from the batch where it stopped."""
         epochs = self.cfg.epochs if epochs is None else epochs
         n = train_x.shape[0]
         steps_per_epoch = math.ceil(n / self.cfg.batch_size)
         while self.state.epoch < epochs:
             record = self._run_epoch(train_x, steps_per_epoch, epochs)
-            if self.stop_reason:
-                break
             limit = self.cfg.time_limit_minutes
-            if limit > 0 and self.state.elapsed >= 60 * limit:
+            if not self.stop_reason and limit > 0 and self.state.elapsed >= 60 * limit:
                 self.stop_reason = f"time limit of {limit} minutes reached"
-                tqdm.write(f"stopping after epoch {record['epoch']}: {self.stop_reason}")
+            self.stop_reason = distributed.broadcast_object(self.stop_reason)  # rank 0 decides
+            if self.stop_reason:
+                if self.ctx.is_main:
+                    tqdm.write(f"stopping after epoch {record['epoch']}: {self.stop_reason}")
                 break
         return self.state
+
+    def _local(self, batch: torch.Tensor) -> torch.Tensor | None:
+        """This rank's rows of a global batch; a ragged last batch is cut to a multiple of
+        the world size (None when fewer rows than processes remain)."""
+        world = self.ctx.world
+        if world == 1:
+            return batch
+        n = batch.shape[0] // world * world
+        return batch[:n][distributed.Shard(self.ctx.rank, world).rows(n)] if n else None
+
+    def _checkpoint(self, is_best: bool) -> None:
+        if self.save_checkpoint is not None and self.ctx.is_main:
+            self.save_checkpoint(self, is_best)
 
     def _run_epoch(self, train_x: torch.Tensor, steps_per_epoch: int,
                    epochs: int) -> dict[str, Any]:
         self.module.train()
-        epoch = self.state.epoch
-        sums: dict[str, torch.Tensor] = {}
-        seen = 0
-        step_records: list[dict[str, Any]] = []
+        st = self.state
+        epoch = st.epoch
+        if st.batch == 0:
+            st.epoch_rng = self.generator.get_state()
+            st.epoch_sums, st.epoch_seen, st.epoch_seconds, st.epoch_records = {}, 0, 0.0, []
+        else:  # resumed mid-epoch: replay this epoch's permutation from its start
+            self.generator.set_state(st.epoch_rng)
+        sums = st.epoch_sums
         hook_seconds = 0.0
         start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not self.cfg.progress, dynamic_ncols=True)
-        batches = iterate_minibatches(train_x, self.cfg.batch_size, generator=self.generator)
-        for i, batch in enumerate(batches):
-            progress = Progress(step=self.state.step, epoch=epoch + i / steps_per_epoch)
-            terms = self._step(batch, progress)
-            self.state.step += 1
+        bar = tqdm(total=steps_per_epoch, initial=st.batch, desc=f"epoch {epoch + 1}/{epochs}",
+                   leave=False, disable=not (self.cfg.progress and self.ctx.is_main),
+                   dynamic_ncols=True)
+        batches = iterate_minibatches(train_x, self.cfg.batch_size, generator=self.generator,
+                                      start=st.batch)
+        every = self.cfg.checkpoint_every_steps
+        for i, batch in enumerate(batches, start=st.batch):
+            progress = Progress(step=st.step, epoch=epoch + i / steps_per_epoch)
+            local = self._local(batch)
+            terms = self._step(local, progress) if local is not None else None
+            if local is not None:
+                st.step += 1
+            st.batch += 1
             bar.update(1)
-            if terms is None:
-                continue
-            if self.on_step_end is not None:
-                t_hook = time.perf_counter()
-                extra = self.on_step_end(self, batch, progress)
-                hook_seconds += time.perf_counter() - t_hook
-                if extra:
-                    step_records.append(extra)
-            seen += batch.shape[0]
-            for key, value in terms.items():
-                total = value.detach().sum()
-                sums[key] = sums[key] + total if key in sums else total
-            if i % 25 == 0 and "bound" in sums:
-                bar.set_postfix(elbo=f"{sums['bound'].item() / seen:.2f}")
+            if terms is not None:
+                if self.on_step_end is not None:
+                    t_hook = time.perf_counter()
+                    extra = self.on_step_end(self, local, progress)
+                    hook_seconds += time.perf_counter() - t_hook
+                    if extra:
+                        st.epoch_records.append(extra)
+                st.epoch_seen += local.shape[0]
+                for key, value in terms.items():
+                    total = value.detach().sum()
+                    sums[key] = sums[key] + total if key in sums else total
+                if i % 25 == 0 and "bound" in sums:
+                    bar.set_postfix(elbo=f"{sums['bound'].item() / st.epoch_seen:.2f}")
+            if every > 0 and local is not None and st.step % every == 0 \
+                    and st.batch < steps_per_epoch:  # the epoch's end checkpoints anyway
+                now = time.perf_counter()
+                st.epoch_seconds += now - start - hook_seconds
+                start, hook_seconds = now, 0.0
+                self._merge_partial_sums()
+                sums = st.epoch_sums
+                self._checkpoint(False)
         bar.close()
-        train_seconds = time.perf_counter() - start - hook_seconds  # hooks measure, not train
-        self.state.elapsed += train_seconds
+        train_seconds = st.epoch_seconds + time.perf_counter() - start - hook_seconds
+        st.elapsed += train_seconds  # hooks measure, they do not train
         self.scheduler.step()
-        self.state.epoch += 1
-        record: dict[str, Any] = {"epoch": self.state.epoch, "step": self.state.step}
-        record.update({f"train_{k}": v.item() / max(seen, 1) for k, v in sums.items()})
+        st.epoch += 1
+        totals, seen = self._reduce_sums(sums, st.epoch_seen)
+        record: dict[str, Any] = {"epoch": st.epoch, "step": st.step}
+        record.update({f"train_{k}": v / max(seen, 1) for k, v in totals.items()})
         record["train_seconds"] = train_seconds
         record["images_per_sec"] = seen / train_seconds
         record["lr"] = self.optimizer.param_groups[0]["lr"]
-        if step_records:
-            record["step_records"] = step_records
+        if st.epoch_records:
+            record["step_records"] = st.epoch_records
             record["hook_seconds"] = hook_seconds
-        if self.validate_fn is not None:
+        st.batch, st.epoch_rng, st.epoch_sums, st.epoch_seen = 0, None, {}, 0
+        st.epoch_seconds, st.epoch_records = 0.0, []
+        if self.validate_fn is not None:  # on every rank: keeps the random streams in step
             self.module.eval()
             record.update(self.validate_fn())
             self.module.train()
-        record["wall_time"] = self.state.elapsed
-        improved = self.score_key in record and record[self.score_key] > self.state.best
+        record["wall_time"] = st.elapsed
+        improved = self.score_key in record and record[self.score_key] > st.best
         if improved:
-            self.state.best = record[self.score_key]
-        self.state.history.append(record)
-        if self.on_epoch_end is not None:
+            st.best = record[self.score_key]
+        st.history.append(record)
+        if self.on_epoch_end is not None and self.ctx.is_main:
             self.on_epoch_end(self, record)
-        if self.save_checkpoint is not None:
-            self.save_checkpoint(self, improved or self.validate_fn is None)
+        self._checkpoint(improved or self.validate_fn is None)
         return record
+
+    def _reduce_sums(self, sums: dict[str, torch.Tensor], seen: int
+                     ) -> tuple[dict[str, float], int]:
+        """Per-term sums and the datapoint count over all ranks."""
+        keys = sorted(sums)
+        packed = torch.stack([*(sums[k].double().cpu() for k in keys),
+                              torch.tensor(float(seen), dtype=torch.float64)])
+        packed = distributed.all_reduce_sum(packed)
+        return {k: v.item() for k, v in zip(keys, packed[:-1], strict=True)}, \
+            int(packed[-1].item())
+
+    def _merge_partial_sums(self) -> None:
+        """Before a mid-epoch checkpoint: rank 0 holds the epoch's sums over all ranks so
+        far, the others restart from zero (so the saved partial metrics are complete)."""
+        if not self.ctx.distributed:
+            return
+        st = self.state
+        totals, seen = self._reduce_sums(st.epoch_sums, st.epoch_seen)
+        if self.ctx.is_main:
+            st.epoch_sums = {k: torch.tensor(v, dtype=torch.float64) for k, v in totals.items()}
+            st.epoch_seen = seen
+        else:
+            st.epoch_sums, st.epoch_seen = {}, 0
