@@ -1,0 +1,252 @@
+"""Every picture of a run: which apply to its latent family and data, and where they go.
+
+``render(run, kinds, out_dir)`` draws each requested kind with ``vaelab.plots`` and returns
+one :class:`Figure` per kind: the file written, or the one-line reason it does not apply
+(a prior grid for categorical latents, an image grid for tabular data, ...). Nothing here
+raises for a picture that merely does not apply, so ``--what all`` works on any run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from vaelab import plots
+from vaelab.latent_space import (
+    encode_means,
+    fit_projection,
+    grid_codes,
+    grid_values,
+    is_categorical_model,
+    is_discrete_model,
+)
+
+KINDS = ("scatter", "animation", "grid", "interpolation", "samples", "reconstructions",
+         "curves", "kl", "sweep")
+FILENAMES = {"scatter": "scatter.png", "animation": "animation.gif", "grid": "prior-grid.png",
+             "interpolation": "interpolation.png", "samples": "samples.png",
+             "reconstructions": "reconstructions.png", "curves": "curves.png",
+             "kl": "kl-per-dimension.png", "sweep": "class-sweep.png"}
+# what `vaelab train` draws at the end of a run (all of them, cheap ones first)
+TRAIN_KINDS = ("samples", "reconstructions", "curves", "scatter", "grid", "interpolation",
+               "kl", "sweep", "animation")
+
+
+@dataclass
+class Figure:
+    kind: str
+    path: Path | None  # the file written, or None when skipped
+    note: str = ""  # why it was skipped
+
+
+@dataclass
+class Options:
+    dims: tuple[int, int] | None = None  # two latent dimensions for scatter, animation, grid
+    grid_kind: str = "linear"  # linear over [-limit, limit], or Gaussian quantiles
+    grid_limit: float = 3.0  # half-width of the linear grid
+    n: int | None = None  # size: grid points per axis, samples, images, interpolation steps
+    points: int = 2000  # test points in the scatter
+    extra: dict = field(default_factory=dict)
+
+
+def parse_kinds(text: str) -> list[str]:
+    """``"scatter,grid"`` or ``"all"`` -> kinds, with a clear error for unknown names."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names or names == ["all"]:
+        return list(KINDS)
+    unknown = [t for t in names if t not in KINDS]
+    if unknown:
+        raise ValueError(f"--what: unknown picture '{unknown[0]}'; choose from "
+                         f"{', '.join(KINDS)} or all")
+    return names
+
+
+def parse_dims(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        i, j = (int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--dims must be two latent indices like 0,1, got '{text}'") from None
+    return i, j
+
+
+class RunPictures:
+    """A run plus the evaluation data the pictures need, loaded once and only if needed."""
+
+    def __init__(self, run, options: Options | None = None):
+        self.run = run
+        self.model = run.model
+        self.options = options or Options()
+
+    @cached_property
+    def split(self) -> str:
+        data = self.run.config.data
+        return data.test_split or data.valid_split or data.train_split
+
+    @cached_property
+    def dataset(self):
+        from vaelab.api import load_split
+
+        return load_split(self.run.config, self.split)
+
+    @cached_property
+    def x(self) -> torch.Tensor:
+        from vaelab.api import prepare_eval_x
+
+        return prepare_eval_x(self.run.config, self.dataset)
+
+    @property
+    def y(self) -> torch.Tensor | None:
+        return self.dataset.y
+
+    @cached_property
+    def codes(self) -> torch.Tensor:
+        return encode_means(self.model, self.x[: self.options.points])
+
+    @property
+    def image(self) -> bool:
+        return plots.is_image(tuple(self.model.event_shape))
+
+    def require_image(self) -> None:
+        if not self.image:
+            raise plots.NotApplicable(f"not an image dataset (event shape "
+                                      f"{tuple(self.model.event_shape)}); skipped")
+
+    # -- one method per kind ---------------------------------------------------------------
+    def scatter(self, path: Path) -> Path:
+        projection = fit_projection(self.codes, self.options.dims)
+        labels = None if self.y is None else self.y[: self.codes.shape[0]].numpy()
+        family = self.run.config.model.latent
+        what = "class probabilities" if is_discrete_model(self.model) else "means"
+        how = {"direct": "", "dims": "", "pca": ", PCA"}[projection.kind]
+        title = f"q(z|x) {what} of {self.codes.shape[0]} {self.split} points ({family}{how})"
+        return plots.plot_scatter(self.codes, labels, projection, path, title=title)
+
+    def animation(self, path: Path) -> Path:
+        from vaelab.snapshots import load_snapshots
+
+        frames = load_snapshots(self.run.path)
+        if not frames:
+            raise plots.NotApplicable("no posterior snapshots in this run; train with "
+                                      "train.snapshot_every=1 to record them")
+        projection = fit_projection(torch.as_tensor(frames[-1][1]), self.options.dims)
+        return plots.plot_animation(frames, path, projection)
+
+    def grid(self, path: Path) -> Path:
+        self.require_image()
+        family = self.run.config.model.latent
+        if is_discrete_model(self.model):
+            hint = "; see --what sweep" if is_categorical_model(self.model) else ""
+            raise plots.NotApplicable(f"a prior grid needs a continuous latent, not "
+                                      f"'{family}'{hint}")
+        opts = self.options
+        n = opts.n or 15
+        values = grid_values(n, opts.grid_kind, opts.grid_limit)
+        dim = self.model.posterior.flat_dim
+        if dim == 1:
+            codes, labels = values[:, None], ("z[0]", "")
+        else:
+            dims = opts.dims or (0, 1)
+            if not all(0 <= d < dim for d in dims) or dims[0] == dims[1]:
+                raise ValueError(f"--dims {dims[0]},{dims[1]} must be two different latent "
+                                 f"dimensions in 0..{dim - 1}")
+            codes, labels = grid_codes(dim, values, dims), (f"z[{dims[0]}]", f"z[{dims[1]}]")
+        spacing = (f"equally spaced over [-{opts.grid_limit:g}, {opts.grid_limit:g}]"
+                   if opts.grid_kind == "linear" else "at N(0,1) quantiles (i+1/2)/n")
+        rest = ", other dimensions 0" if dim > 2 else ""
+        prior = self.run.config.model.prior
+        prior_note = f"; prior: {prior}" if prior not in ("auto", "normal") else ""
+        title = f"E[x|z] with z {spacing}{rest}{prior_note}"
+        return plots.plot_prior_grid(self.model, path, values, codes, labels, title)
+
+    def interpolation(self, path: Path) -> Path:
+        self.require_image()
+        modes = ("linear",) if is_discrete_model(self.model) else ("linear", "slerp")
+        return plots.plot_interpolation(self.model, self.x[:6], path, pairs=3,
+                                        steps=self.options.n or 10, modes=modes)
+
+    def samples(self, path: Path) -> Path:
+        self.require_image()
+        return plots.plot_samples(self.model, path, n=self.options.n or 64)
+
+    def reconstructions(self, path: Path) -> Path:
+        self.require_image()
+        return plots.plot_reconstructions(self.model, self.x, path, n=self.options.n or 16)
+
+    def curves(self, path: Path) -> Path:
+        from vaelab.runs import RunDir
+
+        history = RunDir(self.run.path).read_metrics()
+        if not history:
+            raise plots.NotApplicable("no metrics.jsonl records in this run")
+        return plots.plot_curves(history, path)
+
+    def kl(self, path: Path) -> Path:
+        from vaelab.diagnostics import kl_per_dimension
+
+        split = kl_per_dimension(self.model, self.x[: self.options.points])
+        if split is None:
+            raise plots.NotApplicable(f"no per-dimension KL for a "
+                                      f"{self.run.config.model.latent} posterior with the "
+                                      f"{self.run.config.model.prior} prior")
+        values, stderr, kind = split
+        unit = "variable" if is_discrete_model(self.model) else "dimension"
+        return plots.plot_kl_per_dimension(values, stderr, kind, path, unit=unit)
+
+    def sweep(self, path: Path) -> Path:
+        if not is_categorical_model(self.model):
+            raise plots.NotApplicable("the class sweep is for categorical latents")
+        self.require_image()
+        sweep = getattr(plots, "plot_class_sweep", None)
+        if sweep is None:
+            raise plots.NotApplicable("plots.plot_class_sweep is not available in this "
+                                      "version")
+        return sweep(self.model, path)
+
+
+def render(run, kinds=KINDS, out_dir: str | Path | None = None,
+           options: Options | None = None) -> list[Figure]:
+    """Draw ``kinds`` for ``run`` into ``out_dir`` (default: the run folder)."""
+    out = Path(out_dir) if out_dir is not None else Path(run.path)
+    out.mkdir(parents=True, exist_ok=True)
+    pictures = RunPictures(run, options)
+    return [render_one(pictures, kind, out) for kind in kinds]
+
+
+def render_one(pictures: RunPictures, kind: str, out: Path) -> Figure:
+    path = out / FILENAMES[kind]
+    try:
+        written = getattr(pictures, kind)(path)
+    except plots.NotApplicable as why:
+        return Figure(kind, None, str(why))
+    if written is None:  # the older plot functions return None for non-images
+        return Figure(kind, None, "not an image dataset; skipped")
+    return Figure(kind, Path(written))
+
+
+def render_safely(run, kinds=TRAIN_KINDS) -> tuple[list[str], dict[str, str]]:
+    """The end-of-training pictures: (file names, {kind: why skipped}).
+
+    A picture that fails for an unexpected reason is reported and skipped, never allowed
+    to lose the run's summary after hours of training.
+    """
+    names: list[str] = []
+    skipped: dict[str, str] = {}
+    pictures = RunPictures(run)
+    for kind in kinds:
+        try:
+            figure = render_one(pictures, kind, Path(run.path))
+        except Exception as err:  # one bad picture must not lose the run
+            message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            print(f"warning: picture '{kind}' failed ({message}); skipped")
+            skipped[kind] = f"failed: {message}"
+            continue
+        if figure.path is None:
+            skipped[kind] = figure.note
+        else:
+            names.append(figure.path.name)
+    return names, skipped
