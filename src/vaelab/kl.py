@@ -1,11 +1,19 @@
 """KL(q || p): analytic through ``torch.distributions.kl_divergence`` where a closed form is
-registered, Monte Carlo otherwise. Extra closed forms are added with ``@register_kl``.
+registered, Monte Carlo otherwise. Extra closed forms are added with ``@register_kl``:
+full-covariance vs diagonal Gaussians, both ways (torch has only full vs full).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import (
+    Distribution,
+    Independent,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+    register_kl,
+)
 
 
 class NoClosedFormKL(ValueError):
@@ -43,3 +51,52 @@ def kl_term(q: Distribution, p: Distribution, z: torch.Tensor | None = None,
     if log_q is None:
         log_q = q.log_prob(z)
     return (log_q - p.log_prob(z)).mean(0)
+
+
+@torch.distributions.register_kl(torch.distributions.Bernoulli, torch.distributions.Bernoulli)
+def _kl_bernoulli_bernoulli(p, q) -> torch.Tensor:
+    """KL(Bern(sigmoid(a)) || Bern(sigmoid(b))) = s(a)(sp(-b) - sp(-a)) + s(-a)(sp(b) - sp(a)).
+
+    Replaces torch's version, which indexes with masks of q's shape and so fails when a
+    batch of posteriors (B, N) meets a prior (N,) (torch 2.x); logits keep it finite.
+    """
+    a, b = p.logits, q.logits
+    softplus = torch.nn.functional.softplus
+    return (torch.sigmoid(a) * (softplus(-b) - softplus(-a))
+            + torch.sigmoid(-a) * (softplus(b) - softplus(a)))
+
+
+def _diagonal_normal(p: Independent) -> Normal | None:
+    """The base Normal of ``Independent(Normal, 1)`` (a diagonal Gaussian), else None."""
+    if isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1:
+        return p.base_dist
+    return None
+
+
+@register_kl(MultivariateNormal, Independent)
+def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> torch.Tensor:
+    """KL(N(m, L L^T) || N(mu, diag(s^2))) in closed form.
+
+    = 1/2 [ sum_ij (L_ij / s_i)^2 + sum_i ((mu_i - m_i) / s_i)^2 - d
+            + 2 sum_i log s_i - 2 sum_i log L_ii ].
+    """
+    base = _diagonal_normal(p)
+    if base is None:
+        raise NotImplementedError
+    scale = base.scale  # (*, d)
+    trace = (q.scale_tril / scale.unsqueeze(-1)).pow(2).sum((-2, -1))
+    mahalanobis = ((base.loc - q.loc) / scale).pow(2).sum(-1)
+    log_det_ratio = 2 * (scale.log().sum(-1)
+                         - q.scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1))
+    return 0.5 * (trace + mahalanobis - q.event_shape[0] + log_det_ratio)
+
+
+@register_kl(Independent, MultivariateNormal)
+def _kl_diagonal_full(q: Independent, p: MultivariateNormal) -> torch.Tensor:
+    """KL(N(m, diag(v)) || N(mu, Sigma)): the diagonal q as a MultivariateNormal."""
+    base = _diagonal_normal(q)
+    if base is None:
+        raise NotImplementedError
+    full = MultivariateNormal(base.loc, scale_tril=torch.diag_embed(base.scale),
+                              validate_args=False)
+    return kl_divergence(full, p)

@@ -1,7 +1,7 @@
 """Priors p(z): modules whose ``forward()`` returns a Distribution over one latent sample.
 
-Trainable priors (a mixture of Gaussians) keep their parameters here and are trained jointly
-with the rest of the model.
+Trainable priors (a mixture of Gaussians, the VampPrior's pseudo-inputs) keep their parameters
+here and are trained jointly with the rest of the model.
 """
 
 from __future__ import annotations
@@ -49,3 +49,32 @@ class MixtureOfGaussians(nn.Module):
                            validate_args=False)
         return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), comp,
                                  validate_args=False)
+
+
+class VampPrior(nn.Module):
+    """VampPrior (Tomczak & Welling 2018): p(z) = 1/K sum_k q(z | u_k), K learned pseudo-inputs.
+
+    The encoder and posterior family are the VAE's own, held outside the module tree (a plain
+    tuple), so their parameters appear once in ``state_dict`` (under the VAE's encoder) and
+    ``load_state_dict`` round-trips; the prior's only own parameter is ``pseudo_inputs``.
+    Gradients of log p(z) flow into the encoder too, as in the paper.
+    """
+
+    def __init__(self, encoder: nn.Module, posterior: nn.Module, init: torch.Tensor):
+        super().__init__()
+        if init.dim() < 2 or init.shape[0] < 1:
+            raise ValueError("model.prior_components must be at least 1 for the vamp prior, "
+                             f"got {init.shape[0] if init.dim() else 0}")
+        self.pseudo_inputs = nn.Parameter(init.clone())  # (K, *event_shape)
+        self._shared = (encoder, posterior)  # not registered: no duplicate parameters
+
+    @property
+    def components(self) -> int:
+        return self.pseudo_inputs.shape[0]
+
+    def forward(self) -> Distribution:
+        encoder, posterior = self._shared
+        comp = posterior(encoder(self.pseudo_inputs))  # batch (K,)
+        weights = Categorical(logits=self.pseudo_inputs.new_zeros(self.components),
+                              validate_args=False)
+        return MixtureSameFamily(weights, comp, validate_args=False)

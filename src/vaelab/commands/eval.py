@@ -37,4 +37,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"NLL    {report['nll']:9.3f} ± {report['log_likelihood_stderr']:.3f} nats "
               f"(K={report['iw_samples']})")
     print(f"active units {report['active_units']}/{report['latent_units']}")
+    if "bits_per_dim" in report:
+        print(f"bits/dim {report['bits_per_dim']:.4f}")
+    if report.get("kl_per_dim") is not None:
+        kls = " ".join(f"{v:.2f}" for v in report["kl_per_dim"])
+        print(f"KL per dimension ({report['kl_per_dim_kind']}): {kls}")
+    for warning in report.get("warnings", []):
+        print(f"WARNING: {warning}")
     return 0

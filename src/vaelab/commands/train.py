@@ -43,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"test NLL:  {test['nll']:.2f} ± {test['log_likelihood_stderr']:.2f} nats "
                   f"(importance sampling, K={test['iw_samples']})")
         print(f"active units: {test['active_units']}/{test['latent_units']}")
+        if "bits_per_dim" in test:
+            print(f"bits/dim:  {test['bits_per_dim']:.4f}")
+    audit = summary.get("objective_audit", {})
+    if "line" in audit:
+        print(audit["line"])
+    for warning in summary.get("warnings", []):
+        print(f"WARNING: {warning}")
     if summary["pictures"]:
         print("pictures: " + ", ".join(str(run_.path / p) for p in summary["pictures"]))
     return 0
