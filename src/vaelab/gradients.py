@@ -95,14 +95,25 @@ class GradientStats:
         return self._part(self.mean, group).norm().item()
 
     def bias_against(self, ref: GradientStats, group: str = "total") -> dict[str, float]:
-        """||mean - ref||^2, its noise floor if both were unbiased, and the relative bias."""
+        """The squared bias ||E g - E g_ref||^2 estimated as ||mean - ref||^2 minus its noise
+        floor sum_i v_i, v_i = var_i/M + var_ref_i/M_ref, with a standard error from the
+        delta method treating coordinates as independent, sqrt(4 sum d_i^2 v_i + 2 sum
+        v_i^2); ``relative_bias`` is sqrt(max(0, estimate)) / ||ref||, and
+        ``relative_bias_upper`` the same at estimate + 3 standard errors."""
         diff = self._part(self.mean, group) - self._part(ref.mean, group)
+        v = self._part(self.var, group) / self.draws + self._part(ref.var, group) / ref.draws
         sq = diff.pow(2).sum().item()
-        floor = self.variance(group) / self.draws + ref.variance(group) / ref.draws
+        floor = v.sum().item()
+        se = math.sqrt((4 * diff.pow(2) * v).sum().item() + 2 * v.pow(2).sum().item())
+        excess = sq - floor
         ref_norm = ref.norm(group)
-        excess = max(sq - floor, 0.0)
-        return {"bias_sq": sq, "noise_floor": floor,
-                "relative_bias": math.sqrt(excess) / ref_norm if ref_norm > 0 else math.nan}
+
+        def rel(value: float) -> float:
+            return math.sqrt(max(value, 0.0)) / ref_norm if ref_norm > 0 else math.nan
+
+        return {"bias_sq": sq, "noise_floor": floor, "squared_bias": excess,
+                "squared_bias_se": se, "bias_significant": excess > 3 * se,
+                "relative_bias": rel(excess), "relative_bias_upper": rel(excess + 3 * se)}
 
     def summary(self, ref: GradientStats | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"estimator": self.name, "draws": self.draws,
@@ -112,10 +123,8 @@ class GradientStats:
             out[f"snr_{group}"] = self.snr(group)
             out[f"grad_norm_{group}"] = self.norm(group)
             if ref is not None:
-                bias = self.bias_against(ref, group)
-                out[f"bias_sq_{group}"] = bias["bias_sq"]
-                out[f"noise_floor_{group}"] = bias["noise_floor"]
-                out[f"relative_bias_{group}"] = bias["relative_bias"]
+                for key, value in self.bias_against(ref, group).items():
+                    out[f"{key}_{group}"] = value
         return out
 
 
@@ -164,7 +173,7 @@ def measure(model: nn.Module, objective: Callable, x: torch.Tensor, draws: int,
 
 
 def fit_baseline(model: nn.Module, objective: nn.Module, x: torch.Tensor, steps: int = 200,
-                 lr: float = 1e-3) -> int:
+                 lr: float = 1e-3, progress: Progress | None = None) -> int:
     """Train only the objective's own parameters and statistics (a baseline) on ``x`` at
     fixed model parameters, so estimators are compared with fitted baselines. Returns the
     number of steps taken (0 when there is nothing to fit)."""
@@ -173,11 +182,15 @@ def fit_baseline(model: nn.Module, objective: nn.Module, x: torch.Tensor, steps:
         return 0
     params = list(objective.parameters())
     optimizer = torch.optim.Adam(params, lr=lr) if params else None
-    progress = Progress(step=0, epoch=0.0)
+    progress = progress or Progress(step=0, epoch=0.0)
     was = objective.training
     objective.train()
     try:
         for _ in range(steps):
+            if optimizer is None:  # running statistics only
+                with torch.no_grad():
+                    objective(model, x, progress)
+                continue
             loss = objective(model, x, progress).loss
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -203,3 +216,111 @@ def variance_history(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [row for record in records for row in record.get("step_records", [])
             if "grad_variance_total" in row]
     return sorted(rows, key=lambda row: row["step"])
+
+
+# -- comparing estimators at fixed parameters ------------------------------------------------
+
+CONTINUOUS_ESTIMATORS = ("pathwise", "score-function")
+DISCRETE_ESTIMATORS = ("score-function", "gumbel-softmax", "straight-through")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One estimator to measure: its name, its baseline (score-function only) and K."""
+
+    estimator: str
+    baseline: str = "none"
+    samples: int = 1
+
+    @property
+    def label(self) -> str:
+        return self.estimator if self.baseline == "none" else f"{self.estimator}+{self.baseline}"
+
+
+def variants(discrete: bool, samples: int, estimators: list[str] | None = None,
+             baselines: list[str] | None = None) -> list[Variant]:
+    """Every (estimator, baseline) pair to compare; leave-one-out needs K >= 2 and gets
+    K = max(K, 2) (its row says so)."""
+    estimators = estimators or list(DISCRETE_ESTIMATORS if discrete else CONTINUOUS_ESTIMATORS)
+    baselines = baselines or ["none", "moving-average", "nvil", "leave-one-out"]
+    out = []
+    for name in estimators:
+        for baseline in (baselines if name == "score-function" else ["none"]):
+            k = max(samples, 2) if baseline == "leave-one-out" else samples
+            out.append(Variant(name, baseline, k))
+    return out
+
+
+def reference_variant(discrete: bool, samples: int) -> Variant:
+    """The many-draw reference: pathwise where q has rsample, else REINFORCE with the
+    leave-one-out baseline over K = max(K, 10) samples (both unbiased)."""
+    if not discrete:
+        return Variant("pathwise", "none", samples)
+    return Variant("score-function", "leave-one-out", max(samples, 10))
+
+
+def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list: list[Variant],
+                       *, draws: int, reference_draws: int, baseline_steps: int = 300,
+                       progress: Progress | None = None, seed: int = 0,
+                       event_shape: tuple[int, ...] | None = None,
+                       log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure each variant on the fixed batch ``x`` at the model's current parameters.
+
+    ``base_cfg`` (an ObjectiveConfig) gives everything but the estimator, baseline and K.
+    Baselines are first fitted for ``baseline_steps`` steps at fixed model parameters.
+    Returns {"reference": row, "rows": [row, ...]}.
+    """
+    from dataclasses import replace
+
+    from vaelab.build import build_objective
+
+    discrete = bool(getattr(model.posterior, "discrete", False))
+    event_shape = event_shape or tuple(x.shape[1:])
+    log = log or (lambda _: None)
+
+    def objective_for(v: Variant):
+        cfg = replace(base_cfg, estimator=v.estimator, baseline=v.baseline, samples=v.samples)
+        return build_objective(cfg, event_shape, discrete=discrete).to(x.dtype)
+
+    ref_v = reference_variant(discrete, base_cfg.samples)
+    torch.manual_seed(seed)
+    log(f"reference: {ref_v.label}, K={ref_v.samples}, {reference_draws} draws")
+    ref_obj = objective_for(ref_v)
+    fit_baseline(model, ref_obj, x, steps=baseline_steps, progress=progress)
+    ref = measure(model, ref_obj, x, reference_draws, name=ref_v.label, progress=progress)
+    rows = []
+    for i, v in enumerate(variant_list):
+        torch.manual_seed(seed + 1 + i)
+        log(f"{v.label}, K={v.samples}: {draws} draws")
+        objective = objective_for(v)
+        fitted = fit_baseline(model, objective, x, steps=baseline_steps, progress=progress)
+        stats = measure(model, objective, x, draws, name=v.label, progress=progress)
+        row = stats.summary(ref)
+        row.update({"baseline": v.baseline, "samples": v.samples, "baseline_fit_steps": fitted})
+        rows.append(row)
+    ref_row = ref.summary()
+    ref_row.update({"baseline": ref_v.baseline, "samples": ref_v.samples})
+    return {"reference": ref_row, "rows": rows}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a markdown table (variances are tr Cov of the loss gradient)."""
+    head = ("| estimator | K | variance (total) | encoder | decoder | SNR encoder | "
+            "SNR decoder | relative bias | ms / estimate |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(
+            f"| {r['estimator']} | {r['samples']} | {r['variance_total']:.4g} | "
+            f"{r['variance_encoder']:.4g} | {r['variance_decoder']:.4g} | "
+            f"{r['snr_encoder']:.3f} | {r['snr_decoder']:.3f} | {bias_text(r)} | "
+            f"{r['ms_per_estimate']:.1f} |")
+    return "\n".join(lines)
+
+
+def bias_text(row: dict[str, Any], group: str = "total") -> str:
+    """The relative bias when it exceeds 3 standard errors, else an upper bound."""
+    if f"relative_bias_{group}" not in row:
+        return "-"
+    if row[f"bias_significant_{group}"]:
+        return f"{row[f'relative_bias_{group}']:.3f}"
+    return f"< {row[f'relative_bias_upper_{group}']:.2g} (n.s.)"
