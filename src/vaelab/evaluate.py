@@ -78,9 +78,14 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
 @torch.no_grad()
 def active_units(model: VAE, x: torch.Tensor, *, threshold: float = 0.01,
                  batch_size: int = 1000) -> tuple[int, torch.Tensor]:
-    """Burda et al. 2016: unit d is active when Cov_x(E_q[z_d | x]) > threshold."""
-    means = torch.cat([model.encode(xb).mean.flatten(1) for xb in _batches(x, batch_size)])
-    variances = means.var(0)
+    """Burda et al. 2016: unit d is active when Cov_x(E_q[z_d | x]) > threshold.
+
+    A categorical variable (N, C) is one unit: its variance is the trace of the covariance
+    of its class probabilities, sum_c Var_x(q(z_n = c | x)).
+    """
+    means = torch.cat([model.encode(xb).mean for xb in _batches(x, batch_size)])
+    variances = means.var(0)  # (*latent_shape)
+    variances = variances.sum(-1) if len(model.latent_shape) == 2 else variances.flatten()
     return int((variances > threshold).sum()), variances
 
 

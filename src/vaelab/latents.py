@@ -13,7 +13,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Independent,
+    MultivariateNormal,
+    Normal,
+    OneHotCategorical,
+)
 
 MIN_SCALE = 1e-5
 
@@ -76,7 +83,45 @@ class FullCovarianceGaussian(LatentFamily):
         return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
 
 
+class CategoricalLatent(LatentFamily):
+    """q(z|x) = prod_n OneHotCategorical(z_n; softmax(logits_n)): N variables, C classes each.
+
+    A sample is (N, C) one-hot; the decoder sees it flattened to N*C.
+    """
+
+    discrete = True
+
+    def __init__(self, dim: int, num_classes: int = 10):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"model.num_classes must be at least 2, got {num_classes}")
+        self.latent_shape = (dim, num_classes)
+        self.param_size = dim * num_classes
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        logits = params.unflatten(-1, self.latent_shape)  # (B, N, C)
+        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1,
+                           validate_args=False)
+
+
+class BernoulliLatent(LatentFamily):
+    """q(z|x) = prod_n Bernoulli(z_n; sigmoid(logit_n)): N binary variables."""
+
+    discrete = True
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.latent_shape = (dim,)
+        self.param_size = dim
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        return Independent(Bernoulli(logits=params, validate_args=False), 1,
+                           validate_args=False)
+
+
 FAMILIES: dict[str, type[LatentFamily]] = {
     "gaussian": DiagonalGaussian,
     "gaussian-full": FullCovarianceGaussian,
+    "categorical": CategoricalLatent,
+    "bernoulli": BernoulliLatent,
 }

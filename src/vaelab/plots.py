@@ -80,3 +80,31 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
+                     seed: int = 0) -> Path | None:
+    """One categorical variable swept through its C classes, the others held fixed.
+
+    Row r is a base code z ~ p(z) (Gumbel-max draws, seeded); column c sets variable
+    ``variable`` to class c. The discrete analogue of the prior-predictive grid. Returns
+    None for non-categorical latents or non-image data.
+    """
+    from vaelab.discrete import base_of, gumbel_max
+
+    if len(model.latent_shape) != 2 or not is_image(model.event_shape):
+        return None
+    n, c = model.latent_shape
+    if not 0 <= variable < n:
+        raise ValueError(f"variable must be in [0, {n}) for {n} categorical variables, "
+                         f"got {variable}")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        logits = base_of(model.prior()).logits  # (N, C)
+        codes = gumbel_max(logits, (rows,), generator=generator)  # (rows, N, C)
+        codes = codes.unsqueeze(1).repeat(1, c, 1, 1)  # (rows, C, N, C)
+        codes[:, :, variable, :] = torch.eye(c, dtype=codes.dtype)
+        images = model.decode(codes.flatten(0, 1)).mean  # (rows * C, *event)
+    return save_grid(images, path, ncols=c,
+                     title=f"latent variable {variable}: classes 0..{c - 1} (columns); "
+                           "other variables fixed per row, drawn from p(z)")

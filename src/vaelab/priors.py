@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.distributions import (
+    Bernoulli,
     Categorical,
     Distribution,
     Independent,
     MixtureSameFamily,
     Normal,
+    OneHotCategorical,
 )
 
 from vaelab.latents import positive
@@ -29,6 +31,40 @@ class StandardNormal(nn.Module):
 
     def forward(self) -> Distribution:
         return Independent(Normal(self.loc, self.scale, validate_args=False), 1,
+                           validate_args=False)
+
+
+class _Logits(nn.Module):
+    """Prior logits: fixed zeros (the uniform prior) or a trainable parameter."""
+
+    def __init__(self, shape: tuple[int, ...], learned: bool):
+        super().__init__()
+        if learned:
+            self.logits = nn.Parameter(torch.zeros(shape))
+        else:
+            self.register_buffer("logits", torch.zeros(shape), persistent=False)
+
+
+class CategoricalPrior(_Logits):
+    """p(z) = prod_n OneHotCategorical(z_n; softmax(l_n)) over (N, C) one-hot codes; l = 0 is
+    uniform (``learned=False``, the prior of Jang et al. 2017), else l is trained."""
+
+    def __init__(self, dim: int, num_classes: int, learned: bool = False):
+        super().__init__((dim, num_classes), learned)
+
+    def forward(self) -> Distribution:
+        return Independent(OneHotCategorical(logits=self.logits, validate_args=False), 1,
+                           validate_args=False)
+
+
+class BernoulliPrior(_Logits):
+    """p(z) = prod_n Bernoulli(z_n; sigmoid(l_n)); l = 0 is uniform (p = 1/2), or trained."""
+
+    def __init__(self, dim: int, learned: bool = False):
+        super().__init__((dim,), learned)
+
+    def forward(self) -> Distribution:
+        return Independent(Bernoulli(logits=self.logits, validate_args=False), 1,
                            validate_args=False)
 
 

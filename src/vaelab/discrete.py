@@ -1,0 +1,127 @@
+"""Discrete latents: Gumbel-max sampling, the Gumbel-softmax (Concrete) relaxation, the
+straight-through trick, and exact enumeration for models small enough to sum over every z.
+
+Posteriors of discrete families are ``Independent(OneHotCategorical(logits), 1)`` (event
+(N, C)) or ``Independent(Bernoulli(logits), 1)`` (event (N,)). Training may replace a
+sample by its relaxation (Jang et al. 2017; Maddison et al. 2017); evaluation never does.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Independent,
+    OneHotCategorical,
+    RelaxedBernoulli,
+    RelaxedOneHotCategorical,
+)
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], *, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """g ~ Gumbel(0, 1) as -log(E), E ~ Exponential(1) (no log(0) at U = 0 or 1)."""
+    e = torch.empty(shape, dtype=dtype, device=device).exponential_(generator=generator)
+    return -e.clamp_min(torch.finfo(dtype).tiny).log()
+
+
+def gumbel_max(logits: torch.Tensor, sample_shape: tuple[int, ...] = (), *,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One-hot draws from Categorical(softmax(logits)) by the Gumbel-max trick.
+
+    z = one_hot(argmax_i(log pi_i + g_i)), g_i ~ Gumbel(0, 1); then P[z = e_i] = pi_i.
+    ``logits`` (*batch, C), unnormalized; returns (*sample_shape, *batch, C) in logits' dtype.
+    """
+    shape = torch.Size(sample_shape) + logits.shape
+    g = gumbel_noise(shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    index = (logits + g).argmax(-1)
+    return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
+
+
+def base_of(q: Distribution) -> Distribution:
+    """The per-variable distribution inside ``Independent`` wrappers."""
+    while isinstance(q, Independent):
+        q = q.base_dist
+    return q
+
+
+def is_discrete(q: Distribution) -> bool:
+    """q is (an Independent of) OneHotCategorical or Bernoulli."""
+    return isinstance(base_of(q), OneHotCategorical | Bernoulli)
+
+
+def is_categorical(q: Distribution) -> bool:
+    return isinstance(base_of(q), OneHotCategorical)
+
+
+def relax(q: Distribution, temperature: float | torch.Tensor) -> Distribution:
+    """The Concrete relaxation of a discrete q at ``temperature``, same batch and event shape.
+
+    Independent(OneHotCategorical(logits)) -> Independent(RelaxedOneHotCategorical(tau, logits))
+    Independent(Bernoulli(logits)) -> Independent(RelaxedBernoulli(tau, logits)).
+    """
+    base = base_of(q)
+    tau = torch.as_tensor(temperature, dtype=base.logits.dtype, device=base.logits.device)
+    if isinstance(base, OneHotCategorical):
+        relaxed: Distribution = RelaxedOneHotCategorical(tau, logits=base.logits,
+                                                         validate_args=False)
+        ndims = len(q.event_shape) - 1
+    elif isinstance(base, Bernoulli):
+        relaxed = RelaxedBernoulli(tau, logits=base.logits, validate_args=False)
+        ndims = len(q.event_shape)
+    else:
+        raise TypeError(f"relax needs a OneHotCategorical or Bernoulli posterior, "
+                        f"got {type(base).__name__}")
+    return Independent(relaxed, ndims, validate_args=False) if ndims > 0 else relaxed
+
+
+def harden(soft: torch.Tensor, categorical: bool) -> torch.Tensor:
+    """The discrete value a relaxed sample rounds to: one-hot argmax, or 1[soft > 1/2]."""
+    if categorical:
+        return F.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+    return (soft > 0.5).to(soft.dtype)
+
+
+def straight_through(soft: torch.Tensor, categorical: bool) -> torch.Tensor:
+    """Forward value hard(soft) exactly; gradient of ``soft`` (Bengio et al. 2013).
+
+    Written hard + (soft - soft.detach()): the bracket is exactly 0.0 in floating point, so
+    the value is exactly the hard code by construction, not by rounding luck.
+    """
+    return harden(soft.detach(), categorical) + (soft - soft.detach())
+
+
+# -- exact enumeration (tests and tiny models) -------------------------------------------
+
+def enumerate_values(latent_shape: tuple[int, ...], categorical: bool) -> torch.Tensor:
+    """Every value of a discrete latent: (C^N, N, C) one-hot codes, or (2^N, N) bits."""
+    if categorical:
+        n, c = latent_shape
+        index = torch.tensor(list(itertools.product(range(c), repeat=n)), dtype=torch.long)
+        return F.one_hot(index, c).float()
+    (n,) = latent_shape
+    return torch.tensor(list(itertools.product((0.0, 1.0), repeat=n)))
+
+
+@torch.no_grad()
+def exact_log_likelihood(model, x: torch.Tensor, max_values: int = 100_000) -> torch.Tensor:
+    """log p(x) = logsumexp_z [log p(x|z) + log p(z)] over all latent values: (B,).
+
+    Only for tiny discrete models (C^N or 2^N values, at most ``max_values``).
+    """
+    categorical = len(model.latent_shape) == 2
+    count = (model.latent_shape[1] ** model.latent_shape[0] if categorical
+             else 2 ** model.latent_shape[0])
+    if count > max_values:
+        raise ValueError(f"exact enumeration needs {count} latent values, more than "
+                         f"max_values={max_values}; use importance sampling instead")
+    z = enumerate_values(model.latent_shape, categorical).to(x.dtype)  # (V, *latent)
+    z = z.unsqueeze(1).expand(z.shape[0], x.shape[0], *z.shape[1:])  # (V, B, *latent)
+    log_px_z, log_pz = model.log_joint(x, z)  # (V, B)
+    return torch.logsumexp(log_px_z + log_pz, 0)
+
