@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "data"]
+COMMANDS = ["train", "eval", "data", "gap"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ class DataConfig:
     binarize: str = "dynamic"  # Bernoulli data: "dynamic" (fresh draw per use), "static", "none"
     binarize_seed: int = 0  # seed of the fixed binarization of evaluation (and static) data
     data_dir: str = ""  # a directory to look in first ("" = only the known places and the cache)
+    train_limit: int = 0  # train on the first N points of train_split only (0 = all of it)
 
 
 @dataclass
@@ -92,6 +93,14 @@ class TrainConfig:
     precision: str = "float32"  # float32, or bf16 (networks autocast in training; eval fp32)
     compile: bool = False  # torch.compile the encoder and decoder for training
     device: str = "auto"  # auto (CUDA when present, one GPU per rank), cpu, cuda
+    inference: str = "amortized"  # q(z|x): amortized, semi-amortized, mean-field (train_modes.py)
+    refine_steps: int = 5  # semi-amortized: SGD steps on the encoder's output per training step
+    refine_lr: float = 0.01  # semi-amortized: step size of those SGD steps
+    refine_clip: float = 0.0  # semi-amortized: clip each datapoint's gradient norm (0 = off)
+    refine_through: bool = False  # semi-amortized: backpropagate through the steps to the encoder
+    mean_field_steps: int = 20  # mean-field: Adam steps on the batch's lambdas per step (E-step)
+    mean_field_lr: float = 0.05  # mean-field: E-step learning rate (cosine-annealed to 1/20)
+    mean_field_max: int = 10000  # mean-field: largest training set (one lambda per datapoint)
 
 
 @dataclass
@@ -101,6 +110,7 @@ class EvalConfig:
     sample_chunk: int = 250  # importance samples per datapoint decoded at once; with batch_size
     #                          this bounds memory (20 x 250 x 784 floats = 16 MB, cache-sized)
     active_threshold: float = 0.01  # a unit is active when Cov_x(E_q[z_d]) exceeds this
+    refine_steps: int = 500  # mean-field runs: BBVI steps from the prior giving q for eval data
 
 
 @dataclass

@@ -40,6 +40,10 @@ def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _OP(a, b, None, "none", [], "")
 
 
+def _mm_t_differentiable(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a @ b.t()
+
+
 class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -53,11 +57,14 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x2, weight = ctx.saved_tensors
         g2 = grad_out.reshape(-1, grad_out.shape[-1])
+        # create_graph=True (double backward, e.g. a semi-amortized VAE): the oneDNN op has
+        # no autograd formula, so use differentiable matmuls there
+        mm_t = _mm_t_differentiable if torch.is_grad_enabled() else _mm_t
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _mm_t(g2, weight.t()).view(*grad_out.shape[:-1], weight.shape[1])
+            grad_x = mm_t(g2, weight.t()).view(*grad_out.shape[:-1], weight.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_w = _mm_t(g2.t(), x2.t())
+            grad_w = mm_t(g2.t(), x2.t())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
         return grad_x, grad_w, grad_b

@@ -30,6 +30,11 @@ def positive(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + MIN_SCALE
 
 
+def inverse_positive(value: float) -> float:
+    """The raw parameter r with positive(r) = value (value > MIN_SCALE)."""
+    return math.log(math.expm1(value - MIN_SCALE))
+
+
 class LatentFamily(nn.Module):
     """Base class: ``forward(params)`` returns q(z|x) with event shape ``latent_shape``."""
 
@@ -47,6 +52,11 @@ class LatentFamily(nn.Module):
             return z
         return z.reshape(*z.shape[: z.dim() - len(self.latent_shape)], self.flat_dim)
 
+    def prior_params(self) -> torch.Tensor:
+        """(param_size,) raw parameters of the family's standard member — where black-box VI
+        starts without an encoder (inference.py). Zero logits (uniform) unless overridden."""
+        return torch.zeros(self.param_size)
+
 
 class DiagonalGaussian(LatentFamily):
     """q(z|x) = N(mu, diag(sigma^2)); the encoder outputs mu and a pre-softplus sigma."""
@@ -60,6 +70,11 @@ class DiagonalGaussian(LatentFamily):
         loc, raw = params.chunk(2, dim=-1)
         return Independent(Normal(loc, positive(raw), validate_args=False), 1,
                            validate_args=False)
+
+    def prior_params(self) -> torch.Tensor:
+        """mu = 0, sigma = 1: N(0, I)."""
+        d = self.latent_shape[0]
+        return torch.cat([torch.zeros(d), torch.full((d,), inverse_positive(1.0))])
 
 
 class FullCovarianceGaussian(LatentFamily):
@@ -81,6 +96,12 @@ class FullCovarianceGaussian(LatentFamily):
         scale_tril = params.new_zeros(*params.shape[:-1], d, d)
         scale_tril[..., self.rows, self.cols] = tril
         return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+
+    def prior_params(self) -> torch.Tensor:
+        """mu = 0, L = I: N(0, I)."""
+        d = self.latent_shape[0]
+        tril = torch.where(self.diag.cpu(), inverse_positive(1.0), 0.0)
+        return torch.cat([torch.zeros(d), tril])
 
 
 class CategoricalLatent(LatentFamily):

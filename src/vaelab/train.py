@@ -40,6 +40,8 @@ class Progress:
 
 
 StepFn = Callable[[torch.Tensor, Progress], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# with Trainer(with_indices=True) the batch is (idx, xb): idx (B,) the rows of train_x, for
+# step functions that keep per-datapoint state (inference.PerDatapointParams)
 # called after each optimizer step with (trainer, batch, progress); may return a record
 StepHook = Callable[["Trainer", torch.Tensor, Progress], "dict[str, Any] | None"]
 
@@ -147,7 +149,7 @@ class Trainer:
                  score_key: str = "val_bound",
                  on_epoch_end: Callable[[Trainer, dict[str, Any]], None] | None = None,
                  save_checkpoint: Callable[[Trainer, bool], None] | None = None,
-                 on_step_end: StepHook | None = None):
+                 on_step_end: StepHook | None = None, with_indices: bool = False):
         self.cfg = cfg
         self.module = module
         self.step_fn = step_fn
@@ -156,6 +158,7 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.save_checkpoint = save_checkpoint
         self.on_step_end = on_step_end  # its non-empty returns go to record["step_records"]
+        self.with_indices = with_indices  # batches are (idx, xb) (see StepFn)
         self.optimizer = make_optimizer(module, cfg.lr)
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.state = TrainState()
@@ -242,6 +245,9 @@ class Trainer:
     def _local(self, batch: torch.Tensor) -> torch.Tensor | None:
         """This rank's rows of a global batch; a ragged last batch is cut to a multiple of
         the world size (None when fewer rows than processes remain)."""
+        if isinstance(batch, tuple):  # (idx, xb): the same rows of each
+            parts = [self._local(b) for b in batch]
+            return None if parts[0] is None else tuple(parts)
         world = self.ctx.world
         if world == 1:
             return batch
@@ -269,7 +275,7 @@ class Trainer:
                    leave=False, disable=not (self.cfg.progress and self.ctx.is_main),
                    dynamic_ncols=True)
         batches = iterate_minibatches(train_x, self.cfg.batch_size, generator=self.generator,
-                                      start=st.batch)
+                                      start=st.batch, return_indices=self.with_indices)
         every = self.cfg.checkpoint_every_steps
         for i, batch in enumerate(batches, start=st.batch):
             progress = Progress(step=st.step, epoch=epoch + i / steps_per_epoch)
@@ -286,7 +292,7 @@ class Trainer:
                     hook_seconds += time.perf_counter() - t_hook
                     if extra:
                         st.epoch_records.append(extra)
-                st.epoch_seen += local.shape[0]
+                st.epoch_seen += (local[1] if self.with_indices else local).shape[0]
                 for key, value in terms.items():
                     total = value.detach().sum()
                     sums[key] = sums[key] + total if key in sums else total

@@ -1,0 +1,349 @@
+"""Inference beyond the encoder: per-datapoint variational parameters and black-box VI.
+
+Amortized inference gives q(z|x_i) = family(encoder(x_i)). The alternative of seeds 001 and
+004 keeps one free lambda_i per datapoint (mean-field over datapoints) and finds it by
+gradient ascent on that datapoint's ELBO with the decoder fixed: black-box VI (Ranganath et
+al. 2014). Started from the encoder's output, BBVI is *refinement* (Hjelm et al. 2016; Kim et
+al. 2018); what it gains over the encoder is the amortization gap (Cremer et al. 2018).
+
+Variational parameters live in the *same raw parameterisation the latent family's forward
+takes*, so ``family(lambda)`` is the same Distribution an encoder yields, and every
+objective, estimator and evaluation function works unchanged on ``with_params(model, lambda)``,
+a VAE that shares the model's prior, decoder and likelihood and whose "encoder" returns lambda.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from vaelab.estimators import ESTIMATORS, Pathwise
+from vaelab.latents import LatentFamily
+from vaelab.model import VAE
+from vaelab.objectives import ObjectiveOutput, elbo
+
+Objective = Callable[[VAE, torch.Tensor], ObjectiveOutput]
+INITS = ("prior", "random", "encoder")
+# black-box VI defaults for evaluation (vaelab gap, mean-field runs): Adam, cosine schedule;
+# measured on MNIST in docs/inference.md
+BBVI_STEPS, BBVI_LR, BBVI_LR_FINAL = 500, 0.05, 0.001
+
+
+class RefinementError(ValueError):
+    """Per-datapoint inference that cannot run as asked; the message says what to change."""
+
+
+def check_table_family(family: nn.Module) -> LatentFamily:
+    """The model's posterior family, if a table of per-datapoint parameters can stand for it.
+
+    A table can represent a family whose q(z|x) is ``family(params)`` with nothing shared
+    between datapoints: a ``LatentFamily`` with an integer ``param_size`` and no trainable
+    parameters of its own (shared parameters would be amortized, not per-datapoint).
+    """
+    name = type(family).__name__
+    if not isinstance(family, LatentFamily) or not isinstance(
+            getattr(family, "param_size", None), int):
+        raise RefinementError(
+            f"the posterior {name} is not a latent family with a fixed number of parameters, "
+            "so a per-datapoint table cannot represent it; use a run with model.latent="
+            "gaussian, gaussian-full, categorical or bernoulli")
+    shared = [n for n, p in family.named_parameters() if p.requires_grad]
+    if shared:
+        raise RefinementError(
+            f"the posterior {name} has parameters shared by all datapoints "
+            f"({', '.join(shared)}), so a per-datapoint table cannot represent it; use a run "
+            "whose model.latent family is a plain function of the encoder output "
+            "(gaussian, gaussian-full, categorical, bernoulli)")
+    return family
+
+
+class ParamsEncoder(nn.Module):
+    """An "encoder" that returns given variational parameters: row i belongs to x[i]."""
+
+    def __init__(self, params: torch.Tensor):
+        super().__init__()
+        self.params = params  # (B, param_size); a plain tensor so gradients reach its source
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.params.shape[0]:
+            raise RefinementError(f"{x.shape[0]} datapoints but {self.params.shape[0]} rows of "
+                                  "variational parameters; pass one row per datapoint")
+        return self.params
+
+
+def row_keys(x: torch.Tensor) -> list[bytes]:
+    """A digest of each row's bytes: a datapoint's identity is its value."""
+    rows = x.detach().cpu().contiguous().view(x.shape[0], -1).numpy()
+    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+
+
+class LookupEncoder(nn.Module):
+    """Per-datapoint parameters for a fixed set of datapoints, found by each row's value.
+
+    Evaluation and plotting functions batch x themselves; this lets them use posteriors
+    fitted per datapoint (BBVI) on any batches of those datapoints.
+    """
+
+    def __init__(self, x: torch.Tensor, params: torch.Tensor):
+        super().__init__()
+        self.index = {key: i for i, key in enumerate(row_keys(x))}
+        self.params = params  # (N, param_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = [self.index.get(key) for key in row_keys(x)]
+        if any(i is None for i in idx):
+            raise RefinementError(f"a datapoint is not among the {len(self.index)} that these "
+                                  "per-datapoint posteriors were fitted to; run BBVI on it "
+                                  "first (inference.fit_posteriors)")
+        return self.params[torch.tensor(idx, device=self.params.device)]
+
+
+def with_params(model: VAE, params: torch.Tensor) -> VAE:
+    """The same generative model with q(z|x_i) = family(params[i]) (modules shared, no copy)."""
+    return VAE(ParamsEncoder(params), model.posterior, model.prior_module, model.decoder,
+               model.likelihood)
+
+
+def prior_init(family: LatentFamily, n: int, *, like: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, param_size) copies of the family's standard member (N(0, I), uniform)."""
+    params = family.prior_params()
+    if like is not None:
+        params = params.to(like)
+    return params.expand(n, -1).clone()
+
+
+def random_init(family: LatentFamily, n: int, *, std: float = 0.1,
+                generator: torch.Generator | None = None,
+                like: torch.Tensor | None = None) -> torch.Tensor:
+    """The standard member plus N(0, std^2) noise on every raw parameter."""
+    base = prior_init(family, n, like=like)
+    noise = torch.randn(base.shape, generator=generator, dtype=torch.float64)
+    return base + std * noise.to(base)
+
+
+@torch.no_grad()
+def encoder_init(model: VAE, x: torch.Tensor, *, batch_size: int = 1000) -> torch.Tensor:
+    """(N, param_size) the encoder's output for each row of x: refinement's starting point."""
+    return torch.cat([model.encoder(x[i:i + batch_size])
+                      for i in range(0, x.shape[0], batch_size)])
+
+
+class PerDatapointParams(nn.Module):
+    """A table of variational parameters lambda_i, one row per datapoint id (mean-field).
+
+    ``table(idx)`` returns the same Distribution type the encoder path gives, so a table can
+    replace the encoder anywhere (``table.view(model, idx)``).
+    """
+
+    def __init__(self, family: LatentFamily, n: int, *, init: str = "prior",
+                 std: float = 0.1, generator: torch.Generator | None = None):
+        super().__init__()
+        check_table_family(family)
+        if n < 1:
+            raise RefinementError(f"a table needs at least one datapoint, got n={n}")
+        if init not in ("prior", "random"):
+            raise RefinementError(f"table init '{init}' is not known; use prior or random "
+                                  "(or load encoder outputs with table.assign)")
+        self.family = family
+        start = prior_init(family, n) if init == "prior" else \
+            random_init(family, n, std=std, generator=generator)
+        self.params = nn.Parameter(start)  # (N, param_size)
+
+    def forward(self, idx: torch.Tensor) -> Distribution:
+        return self.family(self.params[idx])
+
+    def view(self, model: VAE, idx: torch.Tensor) -> VAE:
+        return with_params(model, self.params[idx])
+
+    @torch.no_grad()
+    def assign(self, idx: torch.Tensor, values: torch.Tensor) -> None:
+        """Overwrite rows ``idx`` (e.g. with encoder outputs or refined parameters)."""
+        self.params[idx] = values.detach().to(self.params)
+
+
+def default_estimator(q: Distribution, samples: int):
+    """Pathwise when q can be reparameterized; otherwise the score-function estimator
+    (BBVI as in Ranganath et al. 2014), with the leave-one-out baseline when K > 1."""
+    if q.has_rsample:
+        return Pathwise()
+    if "score-function" not in ESTIMATORS:
+        raise RefinementError(f"{type(q).__name__} has no rsample and no score-function "
+                              "estimator is registered; refinement needs one of them")
+    from vaelab.baselines import LeaveOneOut
+
+    baseline = LeaveOneOut(samples) if samples > 1 else None
+    return ESTIMATORS["score-function"](baseline)
+
+
+def elbo_objective(*, samples: int = 1, kl: str = "auto", estimator=None) -> Objective:
+    """The plain ELBO (beta = 1) with K samples: what black-box VI maximizes."""
+    def objective(model: VAE, x: torch.Tensor) -> ObjectiveOutput:
+        est = estimator or default_estimator(model.encode(x), samples)
+        return elbo(model, x, samples=samples, kl=kl, estimator=est)
+    return objective
+
+
+@dataclass
+class Refinement:
+    params: torch.Tensor  # (B, P) final lambda; carries a graph only when differentiable
+    trace: torch.Tensor  # (steps + 1, B) bound at lambda_0 .. lambda_steps (last: if evaluated)
+    first_grad: torch.Tensor | None  # (B, P) d loss / d lambda at lambda_0 (None if steps=0)
+
+
+def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: float,
+           lr_final: float | None = None, objective: Objective | None = None,
+           samples: int = 1, method: str = "adam", differentiable: bool = False,
+           clip: float = 0.0, evaluate_last: bool = True) -> Refinement:
+    """Black-box VI on a fixed decoder: ``steps`` gradient steps on each row of ``init``.
+
+    Each datapoint's lambda_i enters only its own ELBO, and the loss is the *sum* over
+    datapoints, so d loss / d lambda_i is that datapoint's own gradient whatever the batch.
+    Adam is coordinate-wise (its moments are per parameter), so one Adam over the whole
+    (B, P) block is exactly B independent per-datapoint optimisations, done in one pass.
+
+    x (B, *event); init (B, P) raw parameters; objective(model, x) -> ObjectiveOutput
+    (default: the ELBO with ``samples`` samples). ``lr_final`` anneals the learning rate
+    from ``lr`` towards it on a cosine over the steps (a less noisy end point).
+    ``method``: "adam", or "sgd" (plain gradient descent on the loss, each datapoint's
+    gradient norm clipped at ``clip`` when > 0). ``differentiable`` (sgd only) keeps the
+    graph from ``init`` through every step, so a loss at the result can train whatever
+    produced ``init`` (Kim et al. 2018). Only lambda is differentiated: the model's
+    parameters get no ``.grad`` here.
+    """
+    lr_final = lr if lr_final is None else lr_final
+    if steps < 0 or lr <= 0 or lr_final <= 0:
+        raise RefinementError(f"refinement needs steps >= 0 and learning rates > 0, got "
+                              f"steps={steps}, lr={lr}, lr_final={lr_final}")
+    if method not in ("adam", "sgd"):
+        raise RefinementError(f"refinement method '{method}' is not known; use adam or sgd")
+    if differentiable and method != "sgd":
+        raise RefinementError("differentiating through refinement needs method='sgd'")
+    if init.shape[0] != x.shape[0]:
+        raise RefinementError(f"{x.shape[0]} datapoints but {init.shape[0]} rows of initial "
+                              "parameters")
+    objective = objective or elbo_objective(samples=samples)
+    with torch.enable_grad():  # callers may sit under no_grad (evaluation)
+        lam = init if differentiable else init.detach().clone()
+        if not lam.requires_grad:
+            lam.requires_grad_(True)
+        m, v = torch.zeros_like(lam.detach()), torch.zeros_like(lam.detach())  # Adam moments
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        trace, first_grad = [], None
+        for t in range(1, steps + 1):
+            lr_t = lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * (t - 1) / steps))
+            out = objective(with_params(model, lam), x)
+            if not torch.isfinite(out.loss):
+                raise RefinementError(f"refinement diverged at step {t} (non-finite ELBO); "
+                                      "lower the refinement learning rate")
+            trace.append(out.bound.detach())
+            (grad,) = torch.autograd.grad(out.loss * x.shape[0], lam,
+                                          create_graph=differentiable)
+            if first_grad is None:
+                first_grad = grad.detach()
+            if method == "adam":
+                with torch.no_grad():
+                    m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    step = lr_t * (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps)
+                    lam = (lam - step).requires_grad_(True)
+                continue
+            if clip > 0:
+                norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)  # (B,)
+                grad = grad * (clip / norm).clamp(max=1.0).view(-1, *[1] * (grad.dim() - 1))
+            lam = lam - lr_t * grad
+            if not differentiable:
+                lam = lam.detach().requires_grad_(True)
+    if evaluate_last:
+        with torch.no_grad():
+            trace.append(objective(with_params(model, lam.detach()), x).bound)
+    params = lam if differentiable else lam.detach()
+    trace_t = torch.stack(trace) if trace else x.new_zeros(0, x.shape[0])
+    return Refinement(params=params, trace=trace_t, first_grad=first_grad)
+
+
+def initial_params(model: VAE, x: torch.Tensor, init: str, *, batch_size: int = 1000,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N, P) starting parameters for rows of x: "prior", "random" or "encoder"."""
+    family = check_table_family(model.posterior)
+    like = next(model.decoder.parameters(), x)
+    if init == "prior":
+        return prior_init(family, x.shape[0], like=like)
+    if init == "random":
+        return random_init(family, x.shape[0], generator=generator, like=like)
+    if init == "encoder":
+        return encoder_init(model, x, batch_size=batch_size)
+    raise RefinementError(f"init '{init}' is not known; choose one of {', '.join(INITS)}")
+
+
+def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *, steps: int,
+                   lr: float, lr_final: float | None = None, samples: int = 1,
+                   objective: Objective | None = None, batch_size: int = 500,
+                   progress: bool = False) -> Refinement:
+    """``refine`` over all of x in chunks of ``batch_size`` (exact: datapoints are
+    independent); returns params (N, P) and trace (steps + 1, N)."""
+    from tqdm.auto import tqdm
+
+    check_table_family(model.posterior)
+    start = init if isinstance(init, torch.Tensor) else \
+        initial_params(model, x, init, batch_size=batch_size)
+    params, traces = [], []
+    bar = tqdm(total=x.shape[0], desc=f"refining ({steps} steps)", disable=not progress,
+               leave=False, dynamic_ncols=True)
+    for i in range(0, x.shape[0], batch_size):
+        res = refine(model, x[i:i + batch_size], start[i:i + batch_size], steps=steps, lr=lr,
+                     lr_final=lr_final, samples=samples, objective=objective)
+        params.append(res.params)
+        traces.append(res.trace)
+        bar.update(res.params.shape[0])
+    bar.close()
+    return Refinement(params=torch.cat(params), trace=torch.cat(traces, 1), first_grad=None)
+
+
+def fit_posteriors(model: VAE, x: torch.Tensor, *, init: str = "prior",
+                   steps: int = BBVI_STEPS, lr: float = BBVI_LR,
+                   lr_final: float = BBVI_LR_FINAL, samples: int = 1, batch_size: int = 500,
+                   progress: bool = False) -> VAE:
+    """The model with q(z|x_i) fitted by BBVI for each row of x: a VAE whose encoder looks
+    the datapoints up, so ``evaluate``, plots, etc. work on it (for those x only)."""
+    res = refine_dataset(model, x, init, steps=steps, lr=lr, lr_final=lr_final,
+                         samples=samples, batch_size=batch_size, progress=progress)
+    return VAE(LookupEncoder(x, res.params), model.posterior, model.prior_module,
+               model.decoder, model.likelihood)
+
+
+@torch.no_grad()
+def elbo_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int = 100,
+            kl: str = "auto", batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Per-datapoint ELBO, rec and KL (N,) with q(z|x_i) = family(params[i])."""
+    from vaelab.evaluate import elbo_terms
+
+    parts = [elbo_terms(with_params(model, params[i:i + batch_size]), x[i:i + batch_size],
+                        samples=samples, kl=kl, batch_size=batch_size)
+             for i in range(0, x.shape[0], batch_size)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def log_likelihood_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int,
+                      batch_size: int = 100, sample_chunk: int = 500) -> torch.Tensor:
+    """Importance-sampled log p(x) (N,) with proposal q(z|x_i) = family(params[i])."""
+    from vaelab.evaluate import importance_log_likelihood
+
+    return torch.cat([
+        importance_log_likelihood(with_params(model, params[i:i + batch_size]),
+                                  x[i:i + batch_size], samples=samples,
+                                  batch_size=batch_size, sample_chunk=sample_chunk)
+        for i in range(0, x.shape[0], batch_size)])
+
+
+def steps_to_reach(curve: torch.Tensor, target: float) -> int | None:
+    """First index where ``curve`` (T,) is >= target, or None if it never is."""
+    hits = (curve >= target).nonzero()
+    return int(hits[0]) if hits.numel() else None
+
