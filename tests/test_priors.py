@@ -373,3 +373,26 @@ def test_iwae_bound_increases_with_k_for_a_full_covariance_posterior():
 def test_bad_prior_posterior_combinations_are_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
         build_model(vamp_cfg(**kw), (6,))
+
+
+@pytest.mark.parametrize("posterior", [DiagonalGaussian(3), FullCovarianceGaussian(3)],
+                         ids=["diagonal-matmul", "full-chunked"])
+def test_mixture_log_prob_equals_torchs_elementwise_one_with_gradients(posterior):
+    """The prior's mixture log_prob (matrix products for diagonal components, chunks for
+    full ones) against torch's MixtureSameFamily, in float32 with small and large scales."""
+    torch.manual_seed(0)
+    encoder = nn.Linear(4, posterior.param_size)
+    with torch.no_grad():
+        encoder.bias[3:].copy_(torch.linspace(-6, 3, posterior.param_size - 3))  # scales
+    prior = VampPrior(encoder, posterior, 3 * torch.randn(6, 4))
+    p = prior()
+    p.max_elements = 40  # a few points per chunk
+    z = (4 * torch.randn(5, 7, 3)).requires_grad_()
+    ours = p.log_prob(z)
+    ref = torch.distributions.MixtureSameFamily(p.mixture_distribution,
+                                                p.component_distribution).log_prob(z)
+    torch.testing.assert_close(ours, ref, rtol=2e-5, atol=1e-3)
+    g1 = torch.autograd.grad(ours.sum(), [z, prior.pseudo_inputs], retain_graph=True)
+    g2 = torch.autograd.grad(ref.sum(), [z, prior.pseudo_inputs])
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)

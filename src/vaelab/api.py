@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from vaelab.build import build_model, build_objective, count_parameters
-from vaelab.config import Config
+from vaelab import distributed
+from vaelab.build import build_model, build_objective, check_estimator, count_parameters
+from vaelab.config import Config, ConfigError
 from vaelab.data import (
     ArrayDataset,
     binarize,
@@ -28,10 +31,10 @@ from vaelab.data import (
     load_dataset,
 )
 from vaelab.evaluate import elbo_terms, evaluate, mean_and_stderr
-from vaelab.likelihoods import BernoulliLikelihood
 from vaelab.model import VAE
-from vaelab.runs import RunDir, RunError, load_checkpoint, save_checkpoint
-from vaelab.train import Progress, Trainer
+from vaelab.runs import RunDir, RunError, check_resumable, checkpoint_stamp, load_checkpoint
+from vaelab.speed import accelerate
+from vaelab.train import Progress, Trainer, seed_everything
 
 REDUCTION = ("nats per datapoint: log-densities summed over data elements and latent "
              "dimensions, averaged over datapoints")
@@ -39,6 +42,19 @@ REDUCTION = ("nats per datapoint: log-densities summed over data elements and la
 
 def load_split(config: Config, split: str) -> ArrayDataset:
     return load_dataset(config.data.name, split, data_dir=config.data.data_dir or None)
+
+
+def limit_rows(data: ArrayDataset, limit: int) -> ArrayDataset:
+    """The first ``limit`` rows (data.train_limit; 0 = all): a small training subset."""
+    n = data.x.shape[0]
+    if limit < 0 or limit > n:
+        raise ConfigError(f"data.train_limit={limit} must be between 0 (all) and the "
+                          f"{data.split} split's {n} points")
+    if limit in (0, n):
+        return data
+    return dataclasses.replace(data, x=data.x[:limit],
+                               y=None if data.y is None else data.y[:limit],
+                               source=f"{data.source} (first {limit})")
 
 
 def uses_binarization(config: Config) -> bool:
@@ -56,6 +72,10 @@ def check_data(config: Config, model: VAE, data: ArrayDataset) -> None:
     lo_hi = model.likelihood.data_range
     if lo_hi == (0.0, 1.0):
         check_unit_interval(data.x, f"{data.name} ({data.split})")
+    if getattr(model.likelihood, "requires_8bit", False) and not data.is_8bit:
+        raise ConfigError(f"model.likelihood={config.model.likelihood} models the 256 levels of "
+                          f"8-bit data, but {data.name} ({data.split}) is not 8-bit (uint8 "
+                          "values k/255); use model.likelihood=continuous-bernoulli or gaussian")
 
 
 @dataclass
@@ -77,13 +97,22 @@ class Run:
         if limit is not None:
             x = x[:limit]
         ev = self.config.eval
-        report = evaluate(self.model, x, iw_samples=ev.iw_samples if iw_samples is None
+        model, note = self.model, None
+        if self.config.train.inference == "mean-field":  # no encoder: BBVI for each point
+            from vaelab.inference import BBVI_LR, BBVI_LR_FINAL, fit_posteriors
+
+            model = fit_posteriors(self.model, x, steps=ev.refine_steps, progress=progress)
+            note = (f"q(z|x) per datapoint by BBVI from the prior: {ev.refine_steps} Adam "
+                    f"steps, lr {BBVI_LR} -> {BBVI_LR_FINAL} (cosine)")
+        report = evaluate(model, x, iw_samples=ev.iw_samples if iw_samples is None
                           else iw_samples, batch_size=ev.batch_size,
                           sample_chunk=ev.sample_chunk, active_threshold=ev.active_threshold,
                           kl=self.config.objective.kl, progress=progress)
         report["split"] = split
         report["reduction"] = REDUCTION
         report["binarization"] = self.binarization_note()
+        if note:
+            report["inference"] = note
         return report
 
     def binarization_note(self) -> str:
@@ -121,18 +150,38 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
         resume: str | Path | None = None, pictures: bool = True) -> Run:
     """Train ``config`` into a run folder and evaluate on the test split; returns the Run.
 
-    ``resume`` continues an existing run from its last checkpoint (its saved config wins).
+    ``resume`` continues an existing run from its last checkpoint (its saved config wins),
+    mid-epoch if that is where the checkpoint was taken. Under torchrun every process
+    calls this and trains its share (see ``distributed.py``); only rank 0 writes files.
     """
+    if resume is not None:
+        config = RunDir.existing(resume).read_config()
+    ctx = distributed.setup(config.train.device)
+    try:
+        return _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,
+         overwrite: bool = False, resume: str | Path | None = None,
+         pictures: bool = True) -> Run:
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     if resume is not None:
         run_dir = RunDir.existing(resume)
         config = run_dir.read_config()
-    torch.manual_seed(config.train.seed)
-    train = load_split(config, config.data.train_split)
+    seed_everything(config.train.seed)
+    train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
-    model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0))
-    objective = build_objective(config.objective)
+    model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
+                        data_x=train.x)
+    objective = build_objective(config.objective, train.event_shape,
+                                discrete=model.posterior.discrete)
+    check_estimator(config.objective, model)
+    if objective.relaxed:  # warn now when annealing cannot reach its floor within training
+        steps_per_epoch = -(-train.x.shape[0] // config.train.batch_size)  # ceil
+        objective.temperature.check_reaches_floor(config.train.epochs * steps_per_epoch)
     for data in (train, valid):
         if data is not None:
             check_data(config, model, data)
@@ -141,48 +190,140 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
         train_x = fixed_binarization(train_x, config.data.binarize_seed + 1)
     dynamic = uses_binarization(config) and config.data.binarize == "dynamic"
     valid_x = prepare_eval_x(config, valid) if valid is not None else None
+    model.to(ctx.device)
+    objective.to(ctx.device)
+    train_x = train_x.to(ctx.device)
+    valid_x = valid_x.to(ctx.device) if valid_x is not None else None
+    accelerate([model.encoder, model.decoder], precision=config.train.precision,
+               compile=config.train.compile, device_type=ctx.device.type)
+    mode = None  # semi-amortized or mean-field inference (train_modes.py)
+    if config.train.inference != "amortized":
+        from vaelab.train_modes import build_mode
+
+        mode = build_mode(config, model, objective, train_x.shape[0], ctx.world)
+        if mode.state is not None:
+            mode.state.to(ctx.device)
+    step_hook = grad_variance_hook(config, model, objective, dynamic)
     if resume is None:  # only now: bad data or config must not leave an empty run folder
-        run_dir = RunDir.create(out or default_run_name(config), overwrite=overwrite)
+        run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
+            out or default_run_name(config), overwrite=overwrite).path))
 
     def step_fn(batch: torch.Tensor, progress: Progress):
-        xb = binarize(batch) if dynamic else batch
+        # binarization noise: this rank's slice of the global batch's draw
+        xb = distributed.bernoulli(batch) if dynamic else batch
         out = objective(model, xb, progress)
         return out.loss, out.metrics()
+
+    if mode is not None:
+        step_fn = mode.step_fn(lambda b: distributed.bernoulli(b) if dynamic else b)
 
     def validate_fn() -> dict[str, float]:
         terms = elbo_terms(model, valid_x, kl=config.objective.kl)
         return {f"val_{'bound' if k == 'elbo' else k}": mean_and_stderr(v)[0]
                 for k, v in terms.items()}
 
+    snapshots = posterior_snapshots(config, run_dir)
+
     def on_epoch_end(trainer: Trainer, record: dict[str, Any]) -> None:
+        if objective.relaxed:  # the temperature of the epoch's last step
+            record["temperature"] = objective.temperature.at(trainer.state.step - 1)
         run_dir.append_metrics(record)
+        if snapshots is not None and ctx.is_main and snapshots.due(trainer.state.epoch):
+            snapshots.save(model, trainer.state.epoch)
 
     def checkpoint(trainer: Trainer, is_best: bool) -> None:
-        payload = {"model": model.state_dict(), **trainer.state_dict()}
-        save_checkpoint(run_dir.last_checkpoint, payload)
-        if is_best:
-            save_checkpoint(run_dir.best_checkpoint, payload)
+        payload = {"model": model.state_dict(), "objective": objective.state_dict(),
+                   **trainer.state_dict(), **checkpoint_stamp(config, ctx.world)}
+        if mode is not None and mode.state is not None:  # the mean-field table
+            payload["inference"] = mode.state.state_dict()
+        run_dir.checkpoints.save(payload, trainer.state.step, best=is_best,
+                                 keep=config.train.keep_checkpoints)
 
-    trainer = Trainer(config.train, model, step_fn,
-                      validate_fn=validate_fn if valid_x is not None else None,
-                      on_epoch_end=on_epoch_end, save_checkpoint=checkpoint)
+    # the objective may train parameters of its own (a score-function baseline)
+    trainer = Trainer(config.train, nn.ModuleList([model, objective]), step_fn,
+                      validate_fn=validate_fn if valid_x is not None
+                      and (mode is None or mode.validates) else None,
+                      on_epoch_end=on_epoch_end, save_checkpoint=checkpoint,
+                      on_step_end=step_hook,
+                      with_indices=mode is not None and mode.with_indices)
     if resume is not None:
+        if not run_dir.last_checkpoint.is_file():
+            raise RunError(f"{run_dir.path} has no checkpoint yet (training stopped before the "
+                           "first one); start it again with --overwrite")
         state = load_checkpoint(run_dir.last_checkpoint)
+        check_resumable(state, run_dir.last_checkpoint, config, ctx.world)
         model.load_state_dict(state["model"])
+        if "objective" in state:
+            objective.load_state_dict(state["objective"])
+        if mode is not None and mode.state is not None and "inference" in state:
+            mode.state.load_state_dict(state["inference"])
         trainer.load_state_dict(state)
-        run_dir.truncate_metrics(trainer.state.epoch)
-    else:
+        if ctx.is_main:
+            run_dir.truncate_metrics(trainer.state.epoch)
+            run_dir.checkpoints.remove_partial()
+    elif ctx.is_main:
         run_dir.write_config(config)
         run_dir.write_json("meta.json", {
             "event_shape": list(train.event_shape), "dataset": train.name,
             "train_source": train.source, "train_size": int(train_x.shape[0]),
             "is_8bit": train.is_8bit, "parameters": count_parameters(model),
             "torch": torch.__version__, "python": platform.python_version()})
+    if snapshots is not None and resume is None and ctx.is_main:
+        snapshots.save(model, 0)  # the posterior at initialisation: a blob near the prior
     trainer.fit(train_x)
+    if not ctx.is_main:  # rank 0 evaluates and writes the summary
+        return Run(path=run_dir.path, config=config, model=model.eval(),
+                   meta={"event_shape": list(train.event_shape)})
     run = load_run(run_dir.path)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
     run_dir.write_json("summary.json", summary)
+    if pictures:
+        from vaelab.report import write_report
+
+        write_report(run_dir.path)
     return run
+
+
+def posterior_snapshots(config: Config, run_dir: RunDir):
+    """The snapshot recorder for the posterior animation, or None (train.snapshot_every=0)."""
+    if config.train.snapshot_every <= 0:
+        return None
+    from vaelab.snapshots import PosteriorSnapshots
+
+    if config.train.snapshot_points < 1:
+        raise ConfigError(f"train.snapshot_points must be at least 1 when "
+                          f"train.snapshot_every > 0, got {config.train.snapshot_points}")
+    split = config.data.test_split or config.data.valid_split or config.data.train_split
+    data = load_split(config, split)
+    n = config.train.snapshot_points
+    return PosteriorSnapshots(run_dir.path, prepare_eval_x(config, data)[:n],
+                              None if data.y is None else data.y[:n],
+                              config.train.snapshot_every)
+
+
+def grad_variance_hook(config: Config, model: VAE, objective, dynamic: bool):
+    """A trainer step hook measuring the gradient variance every
+    ``train.grad_variance_every`` steps on the current batch (None when off). It runs on a
+    forked RNG, so training follows the same random stream with or without it."""
+    every, draws = config.train.grad_variance_every, config.train.grad_variance_draws
+    if every < 0:
+        raise ConfigError(f"train.grad_variance_every must be >= 0 (0 = off), got {every}")
+    if every == 0:
+        return None
+    if draws < 2:
+        raise ConfigError(f"train.grad_variance_draws must be at least 2 to estimate a "
+                          f"variance, got {draws}")
+    from vaelab.gradients import measure, variance_record
+
+    def hook(trainer: Trainer, batch: torch.Tensor, progress: Progress):
+        if progress.step % every:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            xb = binarize(batch) if dynamic else batch
+            stats = measure(model, objective, xb, draws, progress=progress)
+        return variance_record(stats, progress.step + 1)
+
+    return hook
 
 
 def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) -> dict[str, Any]:
@@ -203,29 +344,74 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
         "objective_audit": objective_audit(run),
         "pictures": [],
     }
+    audit_range = summary["objective_audit"]["output_range"]
+    summary["warnings"] = list(test.get("warnings", [])) + (
+        [f"output range: {audit_range['note']}"] if audit_range["status"] != "ok" else [])
     if pictures:
-        from vaelab import plots
+        from vaelab.figures import render_safely
 
-        x_test = run.data(config.data.test_split) if config.data.test_split else None
-        made = [plots.plot_samples(run.model, run_dir.path / "samples.png"),
-                plots.plot_curves(history, run_dir.path / "curves.png")]
-        if x_test is not None:
-            made.append(plots.plot_reconstructions(run.model, x_test,
-                                                   run_dir.path / "reconstructions.png"))
-        summary["pictures"] = [p.name for p in made if p is not None]
+        if config.train.inference == "mean-field":  # the encoder is untrained: prior only
+            summary["pictures"], summary["pictures_skipped"] = render_safely(
+                run, kinds=("samples", "curves", "grid"))
+        else:
+            summary["pictures"], summary["pictures_skipped"] = render_safely(run)
+        if config.data.test_split and tuple(run.model.latent_shape) == (2,) \
+                and config.train.inference != "mean-field":
+            from vaelab.diagnostics import plot_latent_2d
+
+            test_data = load_split(config, config.data.test_split)
+            made = plot_latent_2d(run.model, run.data(config.data.test_split)[:2000],
+                                  run_dir.path / "latent-prior.png",
+                                  None if test_data.y is None else test_data.y[:2000])
+            if made is not None:
+                summary["pictures"].append(made.name)
     return summary
 
 
-def objective_audit(run: Run) -> dict[str, Any]:
-    """One line a reader needs before trusting any number in the summary."""
+def objective_audit(run: Run, data: ArrayDataset | None = None) -> dict[str, Any]:
+    """One line a reader needs before trusting any number in the summary; ``data`` (raw,
+    not binarized; default the test split) is checked against the decoder's output range."""
+    from vaelab.diagnostics import output_range_check
+
     cfg = run.config
-    return {
+    obj = cfg.objective
+    free_bits = f"free bits {obj.free_bits}" + (f" per group of {obj.free_bits_groups}"
+                                                if obj.free_bits_groups else " per dimension")
+    audit: dict[str, Any] = {
         "reduction": REDUCTION,
-        "objective": f"{cfg.objective.name}, K={cfg.objective.samples}, "
-                     f"KL {cfg.objective.kl}, beta={cfg.objective.beta}, "
-                     f"warm-up {cfg.objective.warmup_epochs} epochs, "
-                     f"free bits {cfg.objective.free_bits}",
+        "objective": f"{obj.name}, K={obj.samples}, "
+                     f"KL {obj.kl}, beta={obj.beta}, "
+                     f"warm-up {obj.warmup_epochs} epochs, "
+                     f"{free_bits}",
+        "kl_weight": f"beta={obj.beta}" + (f", linear warm-up from 0 over {obj.warmup_epochs} "
+                                           "epochs" if obj.warmup_epochs > 0 else ""),
         "likelihood": cfg.model.likelihood,
         "binarization": run.binarization_note(),
-        "data_range_checked": isinstance(run.model.likelihood, BernoulliLikelihood),
+        "latent": latent_audit(run),
+        "data_range_checked": run.model.likelihood.data_range is not None,
     }
+    split = cfg.data.test_split or cfg.data.valid_split or cfg.data.train_split
+    data = data if data is not None else load_split(cfg, split)
+    audit["output_range"] = output_range_check(run.model, cfg.model.likelihood, data.x,
+                                               is_8bit=data.is_8bit,
+                                               binarized=uses_binarization(cfg))
+    audit["line"] = (f"objective audit: {audit['objective']}; {audit['likelihood']} "
+                     f"likelihood; sum over data elements, mean over batch; output range "
+                     f"{audit['output_range']['status']}")
+    return audit
+
+
+def latent_audit(run: Run) -> str:
+    """The latent family, and for discrete latents how training and evaluation differ."""
+    cfg = run.config
+    shape = " x ".join(str(d) for d in run.model.latent_shape)
+    if not run.model.posterior.discrete:
+        return f"{cfg.model.latent}, {shape}"
+    objective = build_objective(cfg.objective, tuple(run.model.event_shape), discrete=True)
+    training = objective.estimator.name
+    if objective.relaxed:
+        training += f" relaxation, {objective.temperature.describe()}"
+    prior = "uniform" if cfg.model.prior == "auto" else cfg.model.prior
+    return (f"{cfg.model.latent}, {shape}, {prior} prior; "
+            f"training: {training}; evaluation: the discrete model (hard samples, exact "
+            "KL, importance sampling with discrete proposals), never the relaxation")

@@ -8,14 +8,27 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vaelab.baselines import BASELINES, build_baseline
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
-from vaelab.estimators import ESTIMATORS
+from vaelab.estimators import ESTIMATORS, GumbelSoftmax, ScoreFunction
 from vaelab.latents import FAMILIES, LatentFamily
-from vaelab.likelihoods import BernoulliLikelihood, Likelihood, build_likelihood
+from vaelab.likelihoods import (
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    Likelihood,
+    build_likelihood,
+)
 from vaelab.model import VAE
 from vaelab.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vaelab.objectives import OBJECTIVES, ObjectiveOutput
-from vaelab.priors import MixtureOfGaussians, StandardNormal
+from vaelab.priors import (
+    BernoulliPrior,
+    CategoricalPrior,
+    MixtureOfGaussians,
+    StandardNormal,
+    VampPrior,
+)
+from vaelab.temperature import TemperatureSchedule
 from vaelab.train import Progress
 
 
@@ -28,14 +41,75 @@ def build_posterior(cfg: ModelConfig) -> LatentFamily:
     _choice(cfg.latent, FAMILIES, "model.latent")
     if cfg.latent_dim < 1:
         raise ConfigError(f"model.latent_dim must be at least 1, got {cfg.latent_dim}")
+    if cfg.latent == "categorical":
+        if cfg.num_classes < 2:
+            raise ConfigError(f"model.num_classes must be at least 2 for categorical latents, "
+                              f"got {cfg.num_classes}; use model.latent=bernoulli for binary codes")
+        return FAMILIES[cfg.latent](cfg.latent_dim, cfg.num_classes)
+    if cfg.latent == "categorical":
+        if cfg.num_classes < 2:
+            raise ConfigError(f"model.num_classes must be at least 2 for categorical latents, "
+                              f"got {cfg.num_classes}; use model.latent=bernoulli for binary codes")
+        return FAMILIES[cfg.latent](cfg.latent_dim, cfg.num_classes)
     return FAMILIES[cfg.latent](cfg.latent_dim)
 
 
-def build_prior(cfg: ModelConfig, posterior: LatentFamily) -> nn.Module:
-    name = "normal" if cfg.prior == "auto" else cfg.prior
+def _discrete_prior(cfg: ModelConfig, posterior: LatentFamily, learned: bool) -> nn.Module:
+    """Uniform (or learned-logits) prior matching a categorical or Bernoulli posterior."""
+    if len(posterior.latent_shape) == 2:
+        return CategoricalPrior(cfg.latent_dim, cfg.num_classes, learned=learned)
+    return BernoulliPrior(cfg.latent_dim, learned=learned)
+
+
+def _discrete_prior(cfg: ModelConfig, posterior: LatentFamily, learned: bool) -> nn.Module:
+    """Uniform (or learned-logits) prior matching a categorical or Bernoulli posterior."""
+    if len(posterior.latent_shape) == 2:
+        return CategoricalPrior(cfg.latent_dim, cfg.num_classes, learned=learned)
+    return BernoulliPrior(cfg.latent_dim, learned=learned)
+
+
+GAUSSIAN_PRIORS = ("normal", "mixture", "vamp")  # priors over real-valued z
+
+
+def check_prior_fits_posterior(cfg: ModelConfig, prior: str, posterior: LatentFamily) -> None:
+    """Gaussian priors need a continuous (Gaussian) posterior; discrete priors a discrete one."""
+    if prior in GAUSSIAN_PRIORS and posterior.discrete:
+        raise ConfigError(f"model.prior={prior} is a prior over real-valued z but "
+                          f"model.latent={cfg.latent} is discrete; use model.prior=auto")
+    if prior not in GAUSSIAN_PRIORS and not posterior.discrete:
+        raise ConfigError(f"model.prior={prior} is a prior over discrete codes but "
+                          f"model.latent={cfg.latent} is continuous; use model.prior=normal, "
+                          "mixture or vamp (or a discrete model.latent)")
+
+
+def _vamp_init(k: int, event_shape: tuple[int, ...], data_mean: torch.Tensor | None,
+               data_x: torch.Tensor | None) -> torch.Tensor:
+    """K pseudo-inputs: random training points when given, else noise around the data mean."""
+    if data_x is not None and data_x.shape[0] > 0:
+        idx = torch.randperm(data_x.shape[0])[:k].repeat(k // data_x.shape[0] + 1)[:k]
+        return data_x[idx].detach().clone().float()
+    center = data_mean if data_mean is not None else torch.full(event_shape, 0.5)
+    return center.expand(k, *event_shape) + 0.05 * torch.randn(k, *event_shape)
+
+
+def build_prior(cfg: ModelConfig, posterior: LatentFamily, encoder: nn.Module | None = None,
+                event_shape: tuple[int, ...] = (), data_mean: torch.Tensor | None = None,
+                data_x: torch.Tensor | None = None) -> nn.Module:
+    """p(z); the vamp prior needs the encoder (built first) and the data's event shape."""
+    name = cfg.prior if cfg.prior != "auto" else "uniform" if posterior.discrete else "normal"
     priors = {"normal": lambda: StandardNormal(cfg.latent_dim),
-              "mixture": lambda: MixtureOfGaussians(cfg.latent_dim, cfg.prior_components)}
+              "mixture": lambda: MixtureOfGaussians(cfg.latent_dim, cfg.prior_components),
+              "vamp": lambda: VampPrior(encoder, posterior, _vamp_init(
+                  cfg.prior_components, event_shape, data_mean, data_x)),
+              "uniform": lambda: _discrete_prior(cfg, posterior, learned=False),
+              "learned": lambda: _discrete_prior(cfg, posterior, learned=True)}
     _choice(name, priors, "model.prior")
+    check_prior_fits_posterior(cfg, name, posterior)
+    if name in ("mixture", "vamp") and cfg.prior_components < 1:
+        raise ConfigError(f"model.prior_components must be at least 1 for model.prior={name}, "
+                          f"got {cfg.prior_components}")
+    if name == "vamp" and encoder is None:
+        raise ValueError("the vamp prior is built from the encoder: pass encoder= to build_prior")
     return priors[name]()
 
 
@@ -44,12 +118,13 @@ def build_networks(cfg: ModelConfig, event_shape: tuple[int, ...], posterior: La
     _choice(cfg.encoder, ("mlp", "conv"), "model.encoder")
     _choice(cfg.decoder, ("mlp", "conv"), "model.decoder")
     k = likelihood.params_per_element
+    enc_hidden = cfg.encoder_hidden or cfg.hidden  # a larger encoder: the amortization gap
     try:
         if cfg.encoder == "mlp":
-            encoder = MLPEncoder(event_shape, cfg.hidden, posterior.param_size, cfg.activation)
+            encoder = MLPEncoder(event_shape, enc_hidden, posterior.param_size, cfg.activation)
         else:
             encoder = ConvEncoder(event_shape, cfg.channels, posterior.param_size,
-                                  cfg.activation, hidden=cfg.hidden)
+                                  cfg.activation, hidden=enc_hidden)
         if cfg.decoder == "mlp":
             decoder = MLPDecoder(posterior.flat_dim, cfg.hidden[::-1], event_shape, k,
                                  cfg.activation)
@@ -69,9 +144,9 @@ def init_output_bias(decoder: nn.Module, likelihood: Likelihood, data_mean: torc
     layer = getattr(decoder, "output_layer", None)
     if layer is None or getattr(layer, "bias", None) is None:
         return
-    mean = data_mean.clamp(1e-3, 1 - 1e-3) if isinstance(likelihood, BernoulliLikelihood) \
-        else data_mean
-    target = torch.logit(mean) if isinstance(likelihood, BernoulliLikelihood) else mean
+    logits = isinstance(likelihood, BernoulliLikelihood | ContinuousBernoulliLikelihood)
+    mean = data_mean.clamp(1e-3, 1 - 1e-3) if logits else data_mean
+    target = torch.logit(mean) if logits else mean
     bias = layer.bias
     with torch.no_grad():
         if bias.numel() == target.numel() * likelihood.params_per_element:
@@ -82,23 +157,25 @@ def init_output_bias(decoder: nn.Module, likelihood: Likelihood, data_mean: torc
 
 
 def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
-                data_mean: torch.Tensor | None = None) -> VAE:
-    """A VAE for data of ``event_shape``; ``data_mean`` (event_shape) initialises the output."""
+                data_mean: torch.Tensor | None = None,
+                data_x: torch.Tensor | None = None) -> VAE:
+    """A VAE for data of ``event_shape``; ``data_mean`` (event_shape) initialises the output,
+    ``data_x`` (N, *event_shape) the vamp prior's pseudo-inputs (K random rows)."""
     _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")
     posterior = build_posterior(cfg)
-    prior = build_prior(cfg, posterior)
     try:
         likelihood = build_likelihood(cfg.likelihood, event_shape,
                                       variance=cfg.likelihood_variance, std=cfg.likelihood_std)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     encoder, decoder = build_networks(cfg, event_shape, posterior, likelihood)
+    prior = build_prior(cfg, posterior, encoder, tuple(event_shape), data_mean, data_x)
     if data_mean is not None:
         init_output_bias(decoder, likelihood, data_mean)
     return VAE(encoder, posterior, prior, decoder, likelihood)
 
 
-LIKELIHOODS_ALL = ["bernoulli", "gaussian"]
+LIKELIHOODS_ALL = ["bernoulli", "gaussian", "continuous-bernoulli", "logistic-256"]
 
 Objective = Callable[[VAE, torch.Tensor, Progress], ObjectiveOutput]
 
@@ -110,23 +187,119 @@ def kl_weight(cfg: ObjectiveConfig, progress: Progress) -> float:
     return cfg.beta * min(1.0, progress.epoch / cfg.warmup_epochs)
 
 
-def build_objective(cfg: ObjectiveConfig) -> Objective:
-    """``objective(model, x, progress) -> ObjectiveOutput``."""
+def resolve_estimator(cfg: ObjectiveConfig, discrete: bool = False) -> str:
+    """objective.estimator with auto resolved: pathwise for Gaussian latents, gumbel-softmax
+    (the relaxation of Jang et al. 2017) for discrete ones."""
+    if cfg.estimator != "auto":
+        return cfg.estimator
+    return "gumbel-softmax" if discrete else "pathwise"
+
+
+def temperature_schedule(cfg: ObjectiveConfig) -> TemperatureSchedule:
+    """tau(step) of the relaxed estimators, from objective.temperature*."""
+    if not cfg.temperature > 0:
+        raise ConfigError(f"objective.temperature must be > 0, got {cfg.temperature}; "
+                          "the Gumbel-softmax relaxation divides by it (try 1.0)")
+    try:
+        return TemperatureSchedule(cfg.temperature, cfg.temperature_min, cfg.temperature_rate,
+                                   cfg.temperature_every)
+    except ValueError as err:
+        raise ConfigError(f"objective.temperature_min/_rate/_every: {err}") from None
+
+
+def check_relaxation(cfg: ObjectiveConfig, estimator) -> None:
+    """Relaxed samples are not values of the discrete q and p: their log-probabilities (a
+    Monte Carlo KL, IWAE weights) would be wrong, so these estimators need the analytic KL."""
+    if not isinstance(estimator, GumbelSoftmax):
+        return
+    if cfg.kl == "mc":
+        raise ConfigError(f"objective.kl=mc with objective.estimator={estimator.name}: the "
+                          "discrete log q(z|x) and log p(z) are not defined at relaxed samples; "
+                          "use objective.kl=analytic (or auto), or estimator=score-function")
+    if cfg.name != "elbo":
+        raise ConfigError(f"objective.name={cfg.name} with objective.estimator={estimator.name}"
+                          ": importance weights need log q(z|x) at relaxed samples; use "
+                          "objective.name=elbo, or estimator=score-function")
+
+
+def build_estimator(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,
+                    discrete: bool = False):
+    """The gradient estimator named by ``objective.estimator`` (with its baseline)."""
+    estimator_name = resolve_estimator(cfg, discrete)
+    _choice(estimator_name, ESTIMATORS, "objective.estimator")
+    _choice(cfg.baseline, BASELINES, "objective.baseline")
+    if estimator_name == "score-function":
+        return ScoreFunction(build_baseline(
+            cfg.baseline, samples=cfg.samples, event_shape=event_shape,
+            decay=cfg.baseline_decay, hidden=cfg.baseline_hidden,
+            normalize=cfg.baseline_normalize))
+    if cfg.baseline != "none":
+        raise ConfigError(f"objective.baseline={cfg.baseline} is a control variate for the "
+                          f"score-function estimator, not for {estimator_name}; set "
+                          "objective.estimator=score-function or objective.baseline=none")
+    return ESTIMATORS[estimator_name]()
+
+
+def check_estimator(cfg: ObjectiveConfig, model: VAE) -> None:
+    """Fail before training when the estimator cannot work with the model's q(z|x)."""
+    estimator_name = resolve_estimator(cfg, model.posterior.discrete)
+    if estimator_name != "pathwise":
+        return
+    with torch.no_grad():
+        q = model.posterior(torch.zeros(1, model.posterior.param_size))
+    if not q.has_rsample:
+        others = [name for name in ESTIMATORS if name != "pathwise"]
+        raise ConfigError(f"objective.estimator=pathwise needs a reparameterizable q(z|x), but "
+                          f"model.latent gives {type(q).__name__}, which has no rsample; "
+                          f"set objective.estimator to one of {', '.join(others)}")
+
+
+class ConfiguredObjective(nn.Module):
+    """``objective(model, x, progress) -> ObjectiveOutput`` for one config.
+
+    A module so that whatever the estimator trains besides the model (a baseline's network
+    and running statistics) is optimised and checkpointed with it.
+    """
+
+    def __init__(self, cfg: ObjectiveConfig, estimator):
+        super().__init__()
+        self.cfg = cfg
+        self.fn = OBJECTIVES[cfg.name]
+        self.estimator = estimator  # registered as a submodule when it is an nn.Module
+        self.temperature = temperature_schedule(cfg)  # tau(step) for relaxed estimators
+
+    @property
+    def relaxed(self) -> bool:
+        """Training draws relaxed samples (gumbel-softmax, straight-through) at a temperature."""
+        return isinstance(self.estimator, GumbelSoftmax)
+
+    def forward(self, model: VAE, x: torch.Tensor, progress: Progress) -> ObjectiveOutput:
+        cfg = self.cfg
+        if isinstance(self.estimator, GumbelSoftmax):
+            self.estimator.temperature = self.temperature.at(progress.step)
+        return self.fn(model, x, samples=cfg.samples, kl=cfg.kl,
+                       beta=kl_weight(cfg, progress), free_bits=cfg.free_bits,
+                       free_bits_groups=cfg.free_bits_groups, estimator=self.estimator)
+
+
+def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,
+                    discrete: bool = False) -> ConfiguredObjective:
+    """``objective(model, x, progress) -> ObjectiveOutput``; ``event_shape`` (the data's)
+    is needed only by the nvil baseline, whose network reads x; ``discrete`` (the latent
+    family's) picks the estimator for objective.estimator=auto."""
     _choice(cfg.name, OBJECTIVES, "objective.name")
     _choice(cfg.kl, ("auto", "analytic", "mc"), "objective.kl")
     if cfg.samples < 1:
         raise ConfigError(f"objective.samples must be at least 1, got {cfg.samples}")
-    estimator_name = "pathwise" if cfg.estimator == "auto" else cfg.estimator
-    _choice(estimator_name, ESTIMATORS, "objective.estimator")
-    estimator = ESTIMATORS[estimator_name]()
-    fn = OBJECTIVES[cfg.name]
-
-    def objective(model: VAE, x: torch.Tensor, progress: Progress) -> ObjectiveOutput:
-        return fn(model, x, samples=cfg.samples, kl=cfg.kl,
-                  beta=kl_weight(cfg, progress), free_bits=cfg.free_bits,
-                  estimator=estimator)
-
-    return objective
+    if cfg.free_bits < 0 or cfg.free_bits_groups < 0:
+        raise ConfigError("objective.free_bits and objective.free_bits_groups must be >= 0, got "
+                          f"{cfg.free_bits} and {cfg.free_bits_groups}")
+    if cfg.free_bits > 0 and cfg.name != "elbo":
+        raise ConfigError(f"objective.free_bits applies to the KL term of the elbo, which "
+                          f"objective.name={cfg.name} has not; set objective.free_bits=0")
+    estimator = build_estimator(cfg, event_shape, discrete)
+    check_relaxation(cfg, estimator)
+    return ConfiguredObjective(cfg, estimator)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "data", "gap"]
+COMMANDS = ["train", "eval", "data", "plot", "report", "explore", "gap", "estimators"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ class ModelConfig:
     encoder: str = "mlp"  # mlp or conv
     decoder: str = "mlp"  # mlp or conv
     hidden: list[int] = field(default_factory=lambda: [512])  # MLP hidden sizes; [] = linear map
+    encoder_hidden: list[int] = field(default_factory=list)  # encoder's own sizes; [] = hidden
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv channels, stride-2 layers
     activation: str = "relu"  # relu, tanh, elu, softplus, gelu, silu
     likelihood: str = "bernoulli"  # bernoulli, gaussian, continuous-bernoulli, logistic-256, ...

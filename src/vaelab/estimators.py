@@ -7,10 +7,15 @@ distribution: pathwise needs ``has_rsample``.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 from torch.distributions import Distribution
 
+from vaelab.baselines import Baseline, LeaveOneOut
 from vaelab.discrete import base_of, is_categorical, is_discrete, relax, straight_through
+from vaelab.distributed import draw  # = q.rsample, but data-parallel runs match one process
 
 
 class EstimatorError(ValueError):
@@ -32,7 +37,7 @@ class Pathwise:
 
     def sample(self, q: Distribution, k: int) -> torch.Tensor:
         self.check(q)
-        return q.rsample((k,))
+        return draw(q, (k,))
 
     def surrogate(self, f: torch.Tensor, log_q: torch.Tensor | None = None,
                   x: torch.Tensor | None = None) -> torch.Tensor:
@@ -63,7 +68,7 @@ class GumbelSoftmax(Pathwise):
 
     def sample(self, q: Distribution, k: int) -> torch.Tensor:
         self.check(q)
-        soft = relax(q, self.temperature).rsample((k,))  # (K, B, *latent), in the simplex
+        soft = draw(relax(q, self.temperature), (k,))  # (K, B, *latent), in the simplex
         return straight_through(soft, is_categorical(q)) if self.hard else soft
 
 
@@ -75,6 +80,79 @@ class StraightThrough(GumbelSoftmax):
     hard = True
 
 
-ESTIMATORS = {"pathwise": Pathwise}
+class ScoreFunction(nn.Module):
+    """Score function / REINFORCE / likelihood ratio (Williams 1992): works for any q.
+
+    grad E_q[f] = E_q[grad f] + E_q[(f - b) grad log q(z|x)] with z drawn without a gradient
+    path; ``baseline`` (see ``baselines.py``) supplies b and its own training loss. An
+    ``nn.Module`` so the baseline's parameters and running statistics train and checkpoint
+    with the objective.
+    """
+
+    name = "score-function"
+    needs_log_q_gradient = True
+
+    def __init__(self, baseline: Baseline | None = None):
+        super().__init__()
+        self.baseline = baseline if baseline is not None else Baseline()
+
+    def sample(self, q: Distribution, k: int) -> torch.Tensor:
+        with torch.no_grad():
+            return draw(q, (k,), reparam=False)
+
+    def _score_terms(self, signal: torch.Tensor, log_q: torch.Tensor,
+                     x: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(signal - b) / scale * (log_q - log_q.detach()), value 0, shape (K, B): the score
+        gradient for phi. Also returns the baseline's loss as a value-0 scalar whose
+        gradient (added to the training loss) trains the baseline alone."""
+        signal = signal.detach()
+        b = self.baseline.value(x, signal)
+        centred = signal - b
+        scale = self.baseline.scale()
+        aux = self.baseline.loss(x, signal, centred)
+        score = (centred / scale).detach() * (log_q - log_q.detach())
+        return score, aux - aux.detach()
+
+    def surrogate(self, f: torch.Tensor, log_q: torch.Tensor | None = None,
+                  x: torch.Tensor | None = None) -> torch.Tensor:
+        """f (K, B) -> f + score terms (value f). ``f`` must carry no gradient through z
+        (z came from ``sample``); its direct gradients (decoder, prior) are kept."""
+        if log_q is None:
+            raise EstimatorError("the score-function estimator needs log q(z|x) of the drawn z")
+        score, aux = self._score_terms(f, log_q, x)
+        return f + score - aux
+
+    def iwae_surrogate(self, log_w: torch.Tensor, log_q: torch.Tensor,
+                       x: torch.Tensor | None = None) -> torch.Tensor:
+        """IWAE bound L = log mean_k w_k (B,), with the score gradient for each z_k.
+
+        ``log_w`` (K, B) keeps its direct gradients at fixed z (decoder, prior, and
+        -log q's own phi-dependence); every z_k's learning signal is L itself. With the
+        leave-one-out baseline the signal is VIMCO's L - L_{-k}, where L_{-k} replaces
+        log w_k by the mean of the others (Mnih & Rezende 2016).
+        """
+        k = log_w.shape[0]
+        bound = torch.logsumexp(log_w, 0) - math.log(k)
+        signal = bound.detach().expand_as(log_w)  # (K, B)
+        if isinstance(self.baseline, LeaveOneOut):
+            centred = signal - vimco_leave_one_out(log_w.detach())
+            score, aux = centred * (log_q - log_q.detach()), 0.0
+        else:
+            score, aux = self._score_terms(signal, log_q, x)
+        return bound + score.sum(0) - aux
+
+
+def vimco_leave_one_out(log_w: torch.Tensor) -> torch.Tensor:
+    """L_{-k} for each k (K, B): the IWAE bound with log w_k replaced by the mean of the
+    other log weights (a geometric-mean stand-in that does not depend on z_k)."""
+    k = log_w.shape[0]
+    others = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)  # (K, B)
+    eye = torch.eye(k, dtype=torch.bool, device=log_w.device).unsqueeze(-1)  # (K, K, 1)
+    # row k: log_w with entry k replaced by others[k]
+    replaced = torch.where(eye, others.unsqueeze(1), log_w.unsqueeze(0))  # (K, K, B)
+    return torch.logsumexp(replaced, 1) - math.log(k)
+
+
+ESTIMATORS = {"pathwise": Pathwise, "score-function": ScoreFunction}
 
 ESTIMATORS.update({"gumbel-softmax": GumbelSoftmax, "straight-through": StraightThrough})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from vaelab.estimators import Pathwise
+from vaelab.estimators import Pathwise, ScoreFunction
 from vaelab.kl import kl_term
 from vaelab.model import VAE
 
@@ -87,7 +87,13 @@ def elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto", bet
         log_p_z = p.log_prob(z)
         kl_samples = log_q_z - log_p_z
         f = log_px_z - beta * kl_samples
-        log_q = q.log_prob(z.detach()) if estimator.needs_log_q_gradient else None
+        log_q = None
+        if estimator.needs_log_q_gradient:
+            # z carries no gradient here, so log q(z)'s only phi-term is its direct one, with
+            # mean zero (E_q grad log q = 0): it adds variance, not signal. phi's gradient
+            # comes from the score term alone; the prior's parameters keep theirs.
+            log_q = log_q_z
+            f = log_px_z - beta * (log_q_z.detach() - log_p_z)
         loss = -estimator.surrogate(f, log_q, x).mean()
         rec = log_px_z.mean(0)
         kl_value = kl_samples.mean(0)
@@ -109,9 +115,13 @@ def log_weights(model: VAE, x: torch.Tensor, z: torch.Tensor, q: Distribution) -
     return log_px_z + log_pz - q.log_prob(z)
 
 
-def iwae(model: VAE, x: torch.Tensor, *, samples: int = 5, estimator=None,
+def iwae(model: VAE, x: torch.Tensor, *, samples: int = 5, estimator=None, beta: float = 1.0,
          **_: object) -> ObjectiveOutput:
-    """IWAE bound (Burda et al. 2016): log (1/K) sum_k w_k; K=1 is the ELBO with MC KL."""
+    """IWAE bound (Burda et al. 2016): log (1/K) sum_k w_k; K=1 is the ELBO with MC KL.
+
+    ``beta`` < 1 (KL warm-up) trains on log w_beta = log p(x|z) + beta (log p(z) - log q(z|x));
+    the reported bound is always the true one (beta = 1).
+    """
     estimator = estimator or Pathwise()
     q = model.encode(x)
     z = estimator.sample(q, samples)
@@ -119,7 +129,11 @@ def iwae(model: VAE, x: torch.Tensor, *, samples: int = 5, estimator=None,
     log_q = q.log_prob(z)
     log_w = log_px_z + log_pz - log_q  # (K, B)
     bound = torch.logsumexp(log_w, 0) - math.log(samples)
-    loss = -bound.mean()
+    log_w_train = log_w if beta == 1.0 else log_px_z + beta * (log_pz - log_q)
+    if isinstance(estimator, ScoreFunction):  # z has no gradient path: score terms (VIMCO)
+        loss = -estimator.iwae_surrogate(log_w_train, log_q, x).mean()
+    else:
+        loss = -(torch.logsumexp(log_w_train, 0) - math.log(samples)).mean()
     return ObjectiveOutput(loss=loss, bound=bound.detach(), rec=log_px_z.mean(0).detach(),
                            kl=(log_q - log_pz).mean(0).detach())
 

@@ -82,6 +82,200 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+# -- the latent space: scatter, prior grid, interpolation, KL per dimension, animation ------
+
+class NotApplicable(ValueError):
+    """A picture that does not apply to this model or data; the message says why."""
+
+
+def label_colors(labels, n: int):
+    """One colour per point: tab10/tab20 by class, or a single colour without labels."""
+    import numpy as np
+
+    if labels is None:
+        return np.tile(np.array([[0.12, 0.47, 0.71, 1.0]]), (n, 1)), []
+    labels = np.asarray(labels)
+    classes = sorted(set(labels.tolist()))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20" if len(classes) <= 20
+                        else "viridis")
+    if len(classes) <= 20:
+        index = {c: i for i, c in enumerate(classes)}
+        colors = np.array([cmap(index[v]) for v in labels.tolist()])
+        legend = [(c, cmap(index[c])) for c in classes]
+    else:
+        lo, hi = labels.min(), labels.max()
+        colors = cmap((labels - lo) / max(hi - lo, 1))
+        legend = []
+    return colors, legend
+
+
+def _limits(points, margin: float = 0.08) -> tuple[float, float, float, float]:
+    """Axis limits holding the central 99% of points (outliers do not shrink the cloud)."""
+    import numpy as np
+
+    lo = np.percentile(points, 0.5, axis=0)
+    hi = np.percentile(points, 99.5, axis=0)
+    span = np.maximum(hi - lo, 1e-3)
+    lo, hi = lo - margin * span, hi + margin * span
+    return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+
+def _scatter_axes(ax, uv, colors, legend, projection, title: str) -> None:
+    ax.scatter(uv[:, 0], uv[:, 1], c=colors, s=6, alpha=0.75, linewidths=0)
+    x0, x1, y0, y1 = _limits(uv)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_xlabel(projection.axis_labels[0])
+    ax.set_ylabel(projection.axis_labels[1])
+    ax.set_title(title)
+    ax.grid(alpha=0.25)
+    if legend:
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=str(k))
+                   for k, c in legend]
+        ax.legend(handles=handles, title="label", fontsize=7, title_fontsize=8,
+                  loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
+def plot_scatter(codes: torch.Tensor, labels, projection, path: Path,
+                 title: str = "posterior means E_q[z|x] of test points") -> Path:
+    """The approximate posterior: each test point's q(z|x) mean, projected, by label."""
+    uv = projection(codes).numpy()
+    colors, legend = label_colors(labels, uv.shape[0])
+    fig, ax = plt.subplots(figsize=(6.6, 5.4))
+    _scatter_axes(ax, uv, colors, legend, projection, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_animation(frames, path: Path, projection, fps: int = 3, dpi: int = 70) -> Path:
+    """A GIF of the posterior scatter over training; ``frames`` [(epoch, codes, labels)].
+
+    One projection and fixed axes for every frame, so motion on screen is motion in z.
+    """
+    import numpy as np
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    if not frames:
+        raise NotApplicable("no posterior snapshots in this run; train with "
+                            "train.snapshot_every=1 to record them")
+    uvs = [projection(torch.as_tensor(codes)).numpy() for _, codes, _ in frames]
+    colors, legend = label_colors(frames[-1][2], uvs[-1].shape[0])
+    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    _scatter_axes(ax, uvs[0], colors, legend, projection, "")
+    x0, x1, y0, y1 = _limits(np.concatenate(uvs))
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    points = ax.collections[0]
+    fig.tight_layout()
+
+    def draw(k: int):
+        points.set_offsets(uvs[k])
+        ax.set_title(f"q(z|x) means, epoch {frames[k][0]}")
+        return (points,)
+
+    animation = FuncAnimation(fig, draw, frames=len(frames), blit=False)
+    animation.save(str(path), writer=PillowWriter(fps=fps), dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _image_rows(images: torch.Tensor, ncols: int):
+    grid = image_grid(images.detach().float().cpu(), ncols)
+    return grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy()
+
+
+def _tick(v: float) -> str:
+    return f"{0.0 if abs(v) < 5e-3 else v:.2f}"  # no "-0.00"
+
+
+def plot_prior_grid(model, path: Path, values: torch.Tensor, codes: torch.Tensor,
+                    axis_labels: tuple[str, str], title: str) -> Path:
+    """Decoded E[x|z] on a grid of codes (rows of ``values.numel()``), axes labelled in z."""
+    from vaelab.latent_space import decode_flat
+
+    n = values.numel()
+    images = decode_flat(model, codes)
+    h, w = model.event_shape[1:]
+    grid = _image_rows(images, ncols=n)
+    fig, ax = plt.subplots(figsize=(7.5, 7.5 * grid.shape[0] / grid.shape[1] + 0.6))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    centres = [1 + k * (w + 1) + w / 2 - 0.5 for k in range(n)]
+    step = max(1, n // 8)
+    ax.set_xticks(centres[::step], [_tick(v) for v in values.tolist()[::step]], fontsize=7)
+    rows = codes.shape[0] // n
+    if rows > 1:
+        ycentres = [1 + k * (h + 1) + h / 2 - 0.5 for k in range(n)]
+        ax.set_yticks(ycentres[::step], [_tick(v) for v in values.flip(0).tolist()[::step]],
+                      fontsize=7)
+        ax.set_ylabel(axis_labels[1])
+    else:
+        ax.set_yticks([])
+    ax.set_xlabel(axis_labels[0])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_interpolation(model, x: torch.Tensor, path: Path, pairs: int = 3, steps: int = 10,
+                       modes: tuple[str, ...] = ("linear", "slerp")) -> Path:
+    """Rows: a test image, the decoded path between its code and the next image's, that image.
+
+    Each pair gets one row per interpolation mode (linear, spherical).
+    """
+    from vaelab.latent_space import decode_flat, encode_means, interpolate
+
+    pairs = min(pairs, x.shape[0] // 2)
+    if pairs < 1:
+        raise NotApplicable("interpolation needs at least two test images")
+    codes = encode_means(model, x[: 2 * pairs])
+    rows, names = [], []
+    for k in range(pairs):
+        a, b = codes[2 * k], codes[2 * k + 1]
+        for mode in modes:
+            path_images = decode_flat(model, interpolate(a, b, steps, mode))
+            rows.append(torch.cat([x[2 * k: 2 * k + 1], path_images, x[2 * k + 1: 2 * k + 2]]))
+            names.append(f"pair {k + 1}, {mode}")
+    grid = _image_rows(torch.cat(rows), ncols=steps + 2)
+    h = model.event_shape[1]
+    fig, ax = plt.subplots(figsize=(9, 9 * grid.shape[0] / grid.shape[1] + 0.5))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(len(names))], names, fontsize=7)
+    ax.set_title("interpolation between encoded test images (ends: the images themselves)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_kl_per_dimension(values: torch.Tensor, stderr: torch.Tensor, kind: str, path: Path,
+                          unit: str = "dimension") -> Path:
+    """Bars of the mean KL per latent dimension (nats) with standard errors."""
+    d = values.numel()
+    fig, ax = plt.subplots(figsize=(max(5.0, min(14.0, 0.35 * d + 2)), 3.6))
+    ax.bar(range(d), values.numpy(), yerr=stderr.numpy(), color="tab:blue", capsize=2)
+    ax.set_xlabel(f"latent {unit}")
+    ax.set_ylabel("KL, nats")
+    what = (f"KL(q||p) per {unit}: sum {values.sum().item():.2f} nats = total KL"
+            if kind == "exact" else
+            f"KL between 1-D marginals q(z_d|x), p(z_d) per {unit} "
+            "(does not sum to the total KL)")
+    ax.set_title(what, fontsize=9)
+    if d <= 40:
+        ax.set_xticks(range(d))
+        ax.tick_params(axis="x", labelsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
                      seed: int = 0) -> Path | None:
     """One categorical variable swept through its C classes, the others held fixed.

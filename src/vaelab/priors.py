@@ -6,6 +6,8 @@ here and are trained jointly with the rest of the model.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.distributions import (
@@ -68,6 +70,57 @@ class BernoulliPrior(_Logits):
                            validate_args=False)
 
 
+class ChunkedMixture(MixtureSameFamily):
+    """A MixtureSameFamily with a log_prob fit for importance sampling against many components.
+
+    The parent evaluates every component at every point elementwise, a (points, C, D) tensor:
+    5 GB for 500 importance samples x 100 images against a 500-component VampPrior in 50-D,
+    and slow. For diagonal Gaussian components the squared distances come instead from two
+    matrix products, sum_d (z_d - mu_cd)^2 / s_cd^2 = z^2 @ (1/s^2)^T - 2 z @ (mu/s^2)^T + c_c,
+    in float64 so the expansion loses no digits; other components go through the parent in
+    chunks of at most ``max_elements`` numbers. Values and gradients are the parent's.
+    """
+
+    max_elements = 1 << 24
+
+    def _diagonal_gaussian(self) -> Normal | None:
+        comp = self.component_distribution
+        if isinstance(comp, Independent) and isinstance(comp.base_dist, Normal) \
+                and comp.reinterpreted_batch_ndims == 1 and self.batch_shape == ():
+            return comp.base_dist
+        return None
+
+    def _log_prob_diagonal(self, flat: torch.Tensor, base: Normal) -> torch.Tensor:
+        loc, scale = base.loc.double(), base.scale.double()  # (C, D)
+        precision = scale.pow(-2)
+        shift = loc * precision
+        z = flat.double()  # (N, D)
+        quad = z.pow(2) @ precision.T - 2 * z @ shift.T + (loc * shift).sum(-1)  # (N, C)
+        log_norm = scale.log().sum(-1) + 0.5 * loc.shape[-1] * math.log(2 * math.pi)
+        log_weights = torch.log_softmax(self.mixture_distribution.logits.double(), -1)
+        return torch.logsumexp(log_weights - log_norm - 0.5 * quad, -1).to(flat.dtype)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        event = self.event_shape
+        batch = x.shape[: x.dim() - len(event)]
+        if self.batch_shape != ():
+            return super().log_prob(x)
+        base = self._diagonal_gaussian()
+        components = self.mixture_distribution.logits.shape[-1]
+        per_point = components * (1 if base is not None else max(1, event.numel()))
+        rows = max(1, self.max_elements // per_point)
+        flat = x.reshape(-1, *event)
+        if base is not None:
+            parts = [self._log_prob_diagonal(flat[i: i + rows], base)
+                     for i in range(0, flat.shape[0], rows)]
+        elif flat.shape[0] <= rows:
+            return super().log_prob(x)
+        else:
+            parts = [super(ChunkedMixture, self).log_prob(flat[i: i + rows])
+                     for i in range(0, flat.shape[0], rows)]
+        return torch.cat(parts).reshape(batch)
+
+
 class MixtureOfGaussians(nn.Module):
     """p(z) = sum_c pi_c N(mu_c, diag(sigma_c^2)), all trainable (weights, means, scales)."""
 
@@ -83,8 +136,8 @@ class MixtureOfGaussians(nn.Module):
     def forward(self) -> Distribution:
         comp = Independent(Normal(self.loc, positive(self.raw_scale), validate_args=False), 1,
                            validate_args=False)
-        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), comp,
-                                 validate_args=False)
+        return ChunkedMixture(Categorical(logits=self.logits, validate_args=False), comp,
+                              validate_args=False)
 
 
 class VampPrior(nn.Module):
@@ -113,4 +166,4 @@ class VampPrior(nn.Module):
         comp = posterior(encoder(self.pseudo_inputs))  # batch (K,)
         weights = Categorical(logits=self.pseudo_inputs.new_zeros(self.components),
                               validate_args=False)
-        return MixtureSameFamily(weights, comp, validate_args=False)
+        return ChunkedMixture(weights, comp, validate_args=False)

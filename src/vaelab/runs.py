@@ -5,16 +5,22 @@ Layout of a run folder::
     config.toml        the resolved config (every field, defaults included)
     meta.json          what the model needs to be rebuilt: data event shape, dataset, versions
     metrics.jsonl      one JSON object per epoch
-    checkpoints/       last.pt and best.pt (model, optimizer, schedule, RNG states)
+    checkpoints/       step-<N>.pt (the newest train.keep_checkpoints), last.pt and best.pt
+                       (hard links to step files): model, optimizer, schedule, RNG states,
+                       position in the epoch, config fingerprint, world size
     summary.json       final numbers and how they were computed
     *.png              pictures
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,9 @@ import torch
 from vaelab.config import Config, config_from_dict
 
 CHECKPOINT_DIR = "checkpoints"
+# Test hook: seconds to pause after a checkpoint's bytes are written to its temporary file,
+# before fsync and rename (the crash-safety test kills training inside this window).
+_PAUSE_ENV = "VAELAB_TEST_CHECKPOINT_PAUSE"
 
 
 class RunError(ValueError):
@@ -45,11 +54,37 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_link(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the same file as ``src``, atomically: a hard link under a temporary
+    name renamed over ``dst``; where hard links are not supported, an atomic copy."""
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        data = src.read_bytes()
+        atomic_write(dst, lambda f: f.write(data))
+        return
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dst.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -57,7 +92,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(payload, f))
+    def write(handle) -> None:
+        torch.save(payload, handle)
+        if os.environ.get(_PAUSE_ENV):
+            handle.flush()
+            time.sleep(float(os.environ[_PAUSE_ENV]))
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -68,7 +109,127 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for torn or foreign files
         raise RunError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); "
-                       "delete it and resume from another checkpoint") from None
+                       "copy an older checkpoints/step-*.pt over it, or start a new run"
+                       ) from None
+
+
+# ---- checkpoints of a run: step files, last and best, and what a resume checks -------------
+
+# Keys that change how a run executes, not what it computes, so they may differ on resume;
+# train.epochs too: raising it in config.toml and resuming extends a finished run.
+RUNTIME_KEYS = {"train": {"epochs", "progress", "threads", "time_limit_minutes", "device",
+                          "checkpoint_every_steps", "keep_checkpoints"}}
+UNCHECKED_SECTIONS = {"eval"}  # evaluation settings do not touch training
+
+
+def config_fingerprint(config: Config) -> dict[str, Any]:
+    """The config fields that determine the training computation, as nested plain dicts."""
+    out = {}
+    for section, values in config.to_dict().items():
+        if section in UNCHECKED_SECTIONS:
+            continue
+        skip = RUNTIME_KEYS.get(section, set())
+        out[section] = {k: v for k, v in values.items() if k not in skip}
+    return out
+
+
+def config_hash(config: Config) -> str:
+    """SHA-256 (first 16 hex digits) of :func:`config_fingerprint`."""
+    text = json.dumps(config_fingerprint(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    diffs = []
+    for section in sorted(set(saved) | set(current)):
+        a, b = saved.get(section, {}), current.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            if a.get(key, "<absent>") != b.get(key, "<absent>"):
+                diffs.append(f"{section}.{key}: {a.get(key, '<absent>')!r} in the checkpoint, "
+                             f"{b.get(key, '<absent>')!r} in the config")
+    return diffs
+
+
+def checkpoint_stamp(config: Config, world_size: int) -> dict[str, Any]:
+    """What a resume checks a checkpoint against: the config's fingerprint and world size."""
+    return {"config": config_fingerprint(config), "config_hash": config_hash(config),
+            "world_size": world_size}
+
+
+def check_resumable(state: dict[str, Any], path: Path, config: Config, world_size: int) -> None:
+    """Raise RunError unless checkpoint ``state`` was written by this config and world size."""
+    saved_hash = state.get("config_hash")
+    if saved_hash is None:
+        raise RunError(f"checkpoint {path} holds no config fingerprint, so it cannot be "
+                       "resumed safely; start a new run")
+    if saved_hash != config_hash(config):
+        diffs = _config_differences(state.get("config", {}), config_fingerprint(config))
+        detail = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3
+                                         else "")
+        raise RunError(f"checkpoint {path} was written for a different config "
+                       f"({detail or 'fingerprint ' + saved_hash}); resume the run it belongs "
+                       "to, or start a new run")
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world_size:
+        raise RunError(f"checkpoint {path} was written by a {saved_world}-process run, but "
+                       f"this run has {world_size} process(es); resume with the same number: "
+                       f"vaelab train --nproc {saved_world} --resume RUN")
+
+
+class Checkpoints:
+    """The ``checkpoints/`` folder: ``step-<N>.pt`` files, ``last.pt`` and ``best.pt``.
+
+    A save writes the step file atomically (temporary file, fsync, rename), then points
+    ``last.pt`` (and ``best.pt``) at it with an atomic hard-link rename, then deletes step
+    files beyond the newest ``keep``. A process killed at any moment leaves ``last.pt``
+    naming a complete checkpoint, the previous or the new one.
+    """
+
+    STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    last = property(lambda self: self.dir / "last.pt")
+    best = property(lambda self: self.dir / "best.pt")
+
+    def step_path(self, step: int) -> Path:
+        return self.dir / f"step-{step:09d}.pt"
+
+    def step_files(self) -> list[Path]:
+        """Step checkpoints, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir()
+                 if (m := self.STEP_FILE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def save(self, payload: dict[str, Any], step: int, *, best: bool = False,
+             keep: int = 3) -> Path:
+        """Write the checkpoint of ``step``; point last (and best) at it; prune to ``keep``."""
+        if keep <= 0:  # no step files: last.pt itself is written atomically
+            save_checkpoint(self.last, payload)
+            if best:
+                atomic_link(self.last, self.best)
+            return self.last
+        path = self.step_path(step)
+        save_checkpoint(path, payload)
+        atomic_link(path, self.last)
+        if best:
+            atomic_link(path, self.best)
+        for old in self.step_files()[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def remove_partial(self) -> list[Path]:
+        """Delete temporary files left by a write that was killed; returns them."""
+        if not self.dir.is_dir():
+            return []
+        stale = [p for p in self.dir.iterdir() if p.name.startswith(".")
+                 and p.name.endswith(".tmp")]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
 
 class RunDir:
@@ -83,6 +244,7 @@ class RunDir:
     summary_path = property(lambda self: self.path / "summary.json")
     last_checkpoint = property(lambda self: self.path / CHECKPOINT_DIR / "last.pt")
     best_checkpoint = property(lambda self: self.path / CHECKPOINT_DIR / "best.pt")
+    checkpoints = property(lambda self: Checkpoints(self.path / CHECKPOINT_DIR))
 
     @classmethod
     def create(cls, path: str | Path, *, overwrite: bool = False) -> RunDir:
@@ -140,9 +302,19 @@ class RunDir:
             os.fsync(handle.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The epoch records; a torn last line (a crash mid-append) is ignored."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        lines = [line for line in self.metrics_path.read_text().splitlines() if line]
+        records = []
+        for i, line in enumerate(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise RunError(f"{self.metrics_path} line {i + 1} is not JSON; "
+                                   "the file was edited or damaged") from None
+        return records
 
     def truncate_metrics(self, epochs: int) -> None:
         """Drop records past ``epochs`` (written after the checkpoint a resume starts from)."""

@@ -70,7 +70,8 @@ class TemperatureSchedule:
             return
         last_update = ((total_steps - 1) // self.every) * self.every
         if last_update == 0:
-            fix = f"lower objective.temperature_every below {total_steps} or train longer"
+            fix = (f"tau is never updated: set objective.temperature_every below {total_steps} "
+                   "(and a matching objective.temperature_rate) or train longer")
         else:
             rate = math.log(self.tau0 / self.tau_min) / last_update
             fix = f"raise objective.temperature_rate to at least {rate:.3g} or train longer"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 
 
 def register(sub) -> None:
@@ -17,7 +20,33 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine: DistributedDataParallel, "
+                        "launched with torchrun (see docs/scale.md)")
     p.set_defaults(func=run)
+
+
+def launch(args: argparse.Namespace) -> int:
+    """Run this same command in ``args.nproc`` processes under PyTorch's launcher."""
+    from vaelab.api import default_run_name
+    from vaelab.config import load_config
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        raise ValueError("--nproc launches torchrun itself; under torchrun, drop --nproc")
+    out = args.out
+    if not args.resume and not out:  # all ranks must name the same folder
+        out = default_run_name(load_config(args.config, args.overrides))
+    forwarded = [*(["--config", args.config] if args.config else []),
+                 *(a for o in args.overrides for a in ("--set", o)),
+                 *(["--out", out] if out else []),
+                 *(["--resume", args.resume] if args.resume else []),
+                 *(["--overwrite"] if args.overwrite else []),
+                 *(["--no-progress"] if args.no_progress else [])]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={args.nproc}", "-m", "vaelab", "train", *forwarded]
+    return subprocess.call(command)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,10 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and (args.config or args.overrides or args.out):
         raise ValueError("--resume continues a run with its saved config; "
                          "drop --config/--set/--out")
+    if args.nproc is not None:
+        return launch(args)
     config = load_config(args.config, args.overrides)
     if args.no_progress:
         config.train.progress = False
     run_ = fit(config, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 reports
+        return 0
     summary = json.loads((run_.path / "summary.json").read_text())
     test = summary.get("test", {})
     print(f"run folder: {run_.path}")
