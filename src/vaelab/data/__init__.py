@@ -6,6 +6,9 @@ Datasets (``load_dataset(name, split)``):
   original 60k training set); "train+valid" is the 60k.
 * ``fashion-mnist``: 28x28 clothes, 60k/10k; "valid" is 10k training images drawn with
   ``valid_seed`` (default 0), "train" the other 50k, "train+valid" the 60k.
+* ``cifar10``: 32x32 colour images (3, 32, 32), 45k/5k/10k, from its python-batch pickles
+  (MD5-verified, restricted unpickler); a directory of such files loads by path. See
+  ``cifar``.
 * a ``.npz`` path: array ``x`` (optional ``y``), split "all"; or ``x_train``/``x_valid``/
   ``x_test``, splits "train"/"valid"/"test"/"train+valid".
 * an IDX path (``*-idx3-ubyte[.gz]``): split "all", labels from the sibling

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import cifar
 from .builtin import fetch_builtin, load_builtin
 from .catalog import DATASETS
 from .dataset import ArrayDataset
@@ -23,8 +24,8 @@ def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
     """Load one split of a dataset into memory.
 
     Args:
-        name: "mnist", "fashion-mnist", a path to a .npz file, or a path to an IDX file
-            (``*-idx3-ubyte[.gz]``).
+        name: "mnist", "fashion-mnist", "cifar10", a path to a .npz file, a path to an
+            IDX file (``*-idx3-ubyte[.gz]``), or a directory of CIFAR-10 python-batch files.
         split: "train", "valid", "train+valid" or "test" for the built-in datasets;
             "all" (or the splits the file holds) for user files.
         data_dir: a directory searched first for the built-in datasets' files.
@@ -32,6 +33,10 @@ def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
         valid_seed: seed of Fashion-MNIST's 10k validation draw (MNIST's split is fixed).
     """
     key = _spec_name(name)
+    if key in cifar.NAMES:
+        return cifar.load_cifar10(split, data_dir=data_dir, download=download)
+    if cifar.is_batch_directory(name):
+        return cifar.load_directory(name, split)
     if key in DATASETS:
         return load_builtin(DATASETS[key], split, data_dir=data_dir, download=download,
                             valid_seed=valid_seed)
@@ -39,8 +44,9 @@ def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
         return load_npz(name, split)
     if IDX_NAME.search(name.lower()):
         return load_idx_file(name, split)
-    raise DataError(f"unknown dataset {name!r}; use {', '.join(DATASETS)}, a .npz file or an "
-                    f"IDX file (*-idx3-ubyte[.gz])")
+    raise DataError(f"unknown dataset {name!r}; use {', '.join(DATASETS)}, cifar10, a .npz "
+                    f"file, an IDX file (*-idx3-ubyte[.gz]) or a directory of CIFAR-10 "
+                    f"python-batch files")
 
 
 def fetch_dataset(name: str, *, data_dir: str | Path | None = None, progress: bool = True,
@@ -53,12 +59,17 @@ def fetch_dataset(name: str, *, data_dir: str | Path | None = None, progress: bo
     ``opener`` replaces urllib for the mirror downloads (tests pass a fake one).
     """
     key = _spec_name(name)
+    if key in cifar.NAMES:
+        return cifar.fetch_cifar10(opener=opener, progress=progress)
     if key not in DATASETS:
-        raise DataError(f"cannot fetch {name!r}: only {', '.join(DATASETS)} can be fetched")
+        raise DataError(f"cannot fetch {name!r}: only {', '.join(DATASETS)} and cifar10 can be "
+                        f"fetched")
     return fetch_builtin(DATASETS[key], data_dir=data_dir, opener=opener, progress=progress)
 
 
 def dataset_status(*, data_dir: str | Path | None = None) -> list[DatasetStatus]:
     """For `vaelab data list`: per built-in dataset, whether and where it is available,
     and the command that fetches it. Files are found, not verified (loading verifies)."""
-    return status(data_dir)
+    found = cifar.find(data_dir)
+    return [*status(data_dir), DatasetStatus("cifar10", found is not None, found,
+                                             None if found is None else "found", cifar.FETCH)]
