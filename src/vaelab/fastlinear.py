@@ -74,7 +74,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
     """``F.linear`` with oneDNN GEMMs for float32 CPU tensors."""
     if (ENABLED and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.device.type == "cpu" and x.dim() >= 2 and x.numel() > 0
-            and not torch.is_autocast_enabled("cpu")):
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling()):  # compiled graphs: inductor picks kernels
         return _OneDNNLinear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 

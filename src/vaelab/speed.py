@@ -15,6 +15,7 @@ test numbers, pictures) always runs the plain float32 eager forward.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -49,6 +50,24 @@ def _autocast(forward: Callable[..., Any], device_type: str) -> Callable[..., An
     return run
 
 
+def _compiled(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(forward)``, silencing two notices torch itself raises while tracing
+    (inductor's import-time deprecation; dynamo reading ``.grad`` of a non-leaf input)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script_method",
+                                category=DeprecationWarning)
+        compiled = torch.compile(forward)
+
+    @functools.wraps(forward)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor that "
+                                    "is not a leaf Tensor", category=UserWarning)
+            return compiled(*args, **kwargs)
+
+    return run
+
+
 def accelerate(modules: Iterable[nn.Module], *, precision: str = "float32",
                compile: bool = False, device_type: str = "cpu") -> None:
     """Give each module a training-mode forward with the chosen precision / compilation."""
@@ -59,7 +78,7 @@ def accelerate(modules: Iterable[nn.Module], *, precision: str = "float32",
         eager = module.forward
         fast = _autocast(eager, device_type) if precision == "bf16" else eager
         if compile:
-            fast = torch.compile(fast)
+            fast = _compiled(fast)
 
         def forward(*args: Any, _m: nn.Module = module, _eager=eager, _fast=fast,
                     **kwargs: Any) -> Any:
