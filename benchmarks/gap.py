@@ -26,6 +26,7 @@ FULL = {"epochs": 30, "n": 1000, "steps": 500, "iw": 1000,
 SHORT = {"epochs": 3, "n": 200, "steps": 200, "iw": 200,
          "subset": 500, "mf_epochs": 10, "amortized_epochs": 10, "mf_test": 200}
 LARGER_ENCODER = "model.encoder_hidden=[1024, 1024]"
+THREADS = [1]  # torch threads (set by --threads); 1 avoids OpenMP stalls on a shared machine
 
 
 def train(out: Path, overrides: list[str], *, reuse: bool) -> tuple[Path, float]:
@@ -34,7 +35,8 @@ def train(out: Path, overrides: list[str], *, reuse: bool) -> tuple[Path, float]
 
     if reuse and (out / "summary.json").is_file():
         return out, json.loads((out / "summary.json").read_text())["train_seconds"]
-    config = load_config(None, ["train.progress=false", *overrides])
+    config = load_config(None, ["train.progress=false", f"train.threads={THREADS[0]}",
+                                *overrides])
     start = time.perf_counter()
     fit(config, out=out, overwrite=True, pictures=False)
     return out, time.perf_counter() - start
@@ -95,7 +97,12 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="a few-minute smoke version")
     parser.add_argument("--reuse", action="store_true", help="reuse trained runs in --out")
     parser.add_argument("--skip-subset", action="store_true", help="only the gap part")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args()
+    import torch
+
+    THREADS[0] = args.threads
+    torch.set_num_threads(args.threads)
     p = SHORT if args.short else FULL
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -274,3 +274,15 @@ def test_backprop_through_refinement_is_exact_on_the_fast_linear_layers(monkeypa
     monkeypatch.setattr(fastlinear, "ENABLED", False)
     for a, b in zip(fast, grads(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gap_command_on_a_discrete_latent_uses_the_score_function(data, tmp_path, capsys):
+    out = tmp_path / "categorical"
+    fit(tiny_config(data, "model.latent='categorical'", "model.num_classes=3"), out=out,
+        pictures=False)
+    assert main(["gap", str(out), "--n", "10", "--steps", "20", "--iw-samples", "20",
+                 "--eval-samples", "10", "--no-prior", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["settings"]["gradient_samples"] == 8 and "prior" not in r["curves"]
+    assert torch.isfinite(torch.tensor([r["amortization_gap"]["mean"],
+                                        r["approximation_gap"]["mean"]])).all()

@@ -24,6 +24,7 @@ import torch
 from vaelab.evaluate import mean_and_stderr
 from vaelab.inference import (
     RefinementError,
+    bbvi_samples,
     check_table_family,
     elbo_at,
     encoder_init,
@@ -69,11 +70,11 @@ def smooth(curve: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def measure(model: VAE, x: torch.Tensor, *, steps: int = 500, lr: float = 0.05,
-            lr_final: float = 0.001, samples: int = 1, eval_samples: int = 100,
+            lr_final: float = 0.001, samples: int | None = None, eval_samples: int = 100,
             iw_samples: int = 1000, batch_size: int = 500, from_prior: bool = True,
             progress: bool = False) -> dict[str, Any]:
     """The gap report for the datapoints x (N, *event); see the module docstring."""
-    check_table_family(model.posterior)
+    samples = bbvi_samples(check_table_family(model.posterior), samples)
     if steps < 1:
         raise RefinementError(f"--steps must be at least 1, got {steps}")
     for p in model.parameters():

@@ -181,6 +181,15 @@ def default_estimator(q: Distribution, samples: int):
     return ESTIMATORS["score-function"](baseline)
 
 
+def bbvi_samples(family: LatentFamily, samples: int | None) -> int:
+    """z samples per BBVI gradient: as given, else 1 for reparameterizable families and 8
+    for discrete ones (their score-function gradient needs K >= 2 for the leave-one-out
+    baseline, which keeps its variance usable)."""
+    if samples is not None:
+        return samples
+    return 8 if family.discrete else 1
+
+
 def elbo_objective(*, samples: int = 1, kl: str = "auto", estimator=None) -> Objective:
     """The plain ELBO (beta = 1) with K samples: what black-box VI maximizes."""
     def objective(model: VAE, x: torch.Tensor) -> ObjectiveOutput:
@@ -282,14 +291,15 @@ def initial_params(model: VAE, x: torch.Tensor, init: str, *, batch_size: int = 
 
 
 def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *, steps: int,
-                   lr: float, lr_final: float | None = None, samples: int = 1,
+                   lr: float, lr_final: float | None = None, samples: int | None = None,
                    objective: Objective | None = None, batch_size: int = 500,
                    progress: bool = False) -> Refinement:
     """``refine`` over all of x in chunks of ``batch_size`` (exact: datapoints are
-    independent); returns params (N, P) and trace (steps + 1, N)."""
+    independent); returns params (N, P) and trace (steps + 1, N). ``samples``: see
+    ``bbvi_samples``."""
     from tqdm.auto import tqdm
 
-    check_table_family(model.posterior)
+    samples = bbvi_samples(check_table_family(model.posterior), samples)
     start = init if isinstance(init, torch.Tensor) else \
         initial_params(model, x, init, batch_size=batch_size)
     params, traces = [], []
@@ -307,7 +317,8 @@ def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *, ste
 
 def fit_posteriors(model: VAE, x: torch.Tensor, *, init: str = "prior",
                    steps: int = BBVI_STEPS, lr: float = BBVI_LR,
-                   lr_final: float = BBVI_LR_FINAL, samples: int = 1, batch_size: int = 500,
+                   lr_final: float = BBVI_LR_FINAL, samples: int | None = None,
+                   batch_size: int = 500,
                    progress: bool = False) -> VAE:
     """The model with q(z|x_i) fitted by BBVI for each row of x: a VAE whose encoder looks
     the datapoints up, so ``evaluate``, plots, etc. work on it (for those x only)."""

@@ -22,8 +22,9 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
     p.add_argument("--lr-final", type=float, default=0.001,
                    help="learning rate at the last step, cosine schedule (default 0.001)")
-    p.add_argument("--samples", type=int, default=1,
-                   help="z samples per datapoint in each BBVI gradient (default 1)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="z samples per datapoint in each BBVI gradient (default 1; 8 for "
+                        "discrete latents, whose score-function gradient needs K >= 2)")
     p.add_argument("--eval-samples", type=int, default=100,
                    help="z samples per datapoint for the reported ELBOs (default 100)")
     p.add_argument("--iw-samples", "-k", type=int, default=1000,
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.runs import RunDir
 
     for name in ("n", "steps", "samples", "eval_samples", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, "
                              f"got {getattr(args, name)}")
     if args.iw_samples < 0:
