@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         index["seeds"][seed] = run_seed(seed, args, data)
         index["seeds"][seed]["mode"] = "short" if args.short else "full"
         print(f"  {seed}: {index['seeds'][seed]}", flush=True)
+    index["seeds"] = dict(sorted(index["seeds"].items()))
     index["command"] = "python benchmarks/gallery.py " + " ".join(argv or sys.argv[1:])
     index["short_mode"] = ("first 5000/1000/1000 MNIST train/valid/test digits, "
                            f"{args.epochs} epochs (seed 003: 10), K={args.k}")

@@ -263,8 +263,8 @@ def plot_kl_per_dimension(values: torch.Tensor, stderr: torch.Tensor, kind: str,
     ax.set_ylabel("KL, nats")
     what = (f"KL(q||p) per {unit}: sum {values.sum().item():.2f} nats = total KL"
             if kind == "exact" else
-            f"KL between 1-D marginals q(z_d|x), p(z_d) per {unit} "
-            "(does not sum to the total KL)")
+            f"KL(q(z_d|x) || p(z_d)) between 1-D marginals, per {unit}\n"
+            "(with this posterior and prior they do not sum to the total KL)")
     ax.set_title(what, fontsize=9)
     if d <= 40:
         ax.set_xticks(range(d))
