@@ -8,15 +8,20 @@ import base64
 import http.client
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from vaelab.cli import main
 from vaelab.explorer import Explorer, LoadedModel, make_server, serve_in_thread
 from vaelab.explorer.session import LIMIT, MAX_STEPS
 from vaelab.latent_space import decode_flat
@@ -276,3 +281,32 @@ def test_concurrent_decodes_and_the_server_survives_everything(server):
         t.join(30)
     assert results == [200] * 60
     assert request(server, "GET", "/api/info")[0] == 200
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def test_explore_command_serves_and_refuses_missing_runs(tmp_path_factory, tmp_path, capsys):
+    assert main(["explore", str(tmp_path / "missing"), "--no-browser", "--port", "0"]) == 2
+    assert "not a vaelab run folder" in capsys.readouterr().err
+    assert main(["explore", str(tmp_path), "--port", "70000"]) == 2
+    run = tiny_run(tmp_path_factory, "gaussian", "image")
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaelab", "explore", str(run.path), "--port", "0",
+         "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": src})
+    try:
+        line = proc.stdout.readline()  # "vaelab explorer: http://127.0.0.1:PORT/ ..."
+        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split()[2]
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/api/info")
+        info = json.loads(conn.getresponse().read())
+        conn.close()
+        assert info["run"] == run.path.name and info["flat_dim"] == 3
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
