@@ -19,11 +19,13 @@ from torch.distributions import (
     Independent,
     OneHotCategorical,
     RelaxedOneHotCategorical,
+    kl_divergence,
 )
 
 from vaelab.build import build_model
 from vaelab.config import ModelConfig
 from vaelab.discrete import (
+    OneHot,
     enumerate_values,
     exact_log_likelihood,
     gumbel_max,
@@ -80,6 +82,24 @@ def test_argmax_of_relaxed_sample_is_categorical_at_any_temperature():
     torch.manual_seed(2)
     soft = RelaxedOneHotCategorical(torch.tensor(0.7), logits=logits).sample((60_000,))
     assert chisquare_p(harden(soft, categorical=True).sum(0), logits) > 1e-3
+
+
+def test_fast_one_hot_has_the_law_and_log_prob_of_torchs():
+    logits = torch.tensor([[[2.0, 0.0, -1.0, 0.5]], [[-3.0, 1.0, 1.0, 0.0]]])  # (2, 1, 4)
+    fast, slow = OneHot(logits=logits), OneHotCategorical(logits=logits)
+    torch.manual_seed(11)
+    z = fast.sample((50_000,))  # (S, 2, 1, 4)
+    assert z.shape == (50_000, 2, 1, 4) and torch.equal(z.sum(-1), torch.ones(50_000, 2, 1))
+    for row in range(2):
+        assert chisquare_p(z[:, row, 0].sum(0), logits[row, 0]) > 1e-3
+    torch.testing.assert_close(fast.log_prob(z[:100]), slow.log_prob(z[:100]))
+    assert isinstance(fast.expand((3, 2, 1)), OneHot)
+    assert fast.expand((3, 2, 1)).sample().shape == (3, 2, 1, 4)
+    q = Independent(fast, 1)
+    torch.testing.assert_close(kl_divergence(q, Independent(OneHot(logits=torch.zeros(1, 4)), 1)),
+                               kl_divergence(Independent(slow, 1),
+                                             Independent(OneHotCategorical(
+                                                 logits=torch.zeros(1, 4)), 1)))
 
 
 # -- the relaxation's limits --------------------------------------------------------------

@@ -43,6 +43,33 @@ def gumbel_max(logits: torch.Tensor, sample_shape: tuple[int, ...] = (), *,
     return F.one_hot(index, logits.shape[-1]).to(logits.dtype)
 
 
+class OneHot(OneHotCategorical):
+    """OneHotCategorical with the same law, sampled and scored faster on a CPU.
+
+    ``sample`` inverts the CDF (``searchsorted`` on cumulative probabilities) instead of
+    calling ``torch.multinomial``; ``log_prob`` is sum_c z_c log pi_c, exact for one-hot z
+    (torch first takes an argmax, which only matters for relaxed values, and those never
+    reach log_prob: see ``build.check_relaxation``). About 5x and 4x faster at (100, 20,
+    20, 10), which dominates importance-sampled evaluation with categorical latents.
+    """
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))  # (*sample, *batch, C)
+        with torch.no_grad():
+            probs = self.probs
+            cdf = probs.cumsum(-1).expand(shape).contiguous()
+            u = torch.rand((*shape[:-1], 1), dtype=probs.dtype, device=probs.device)
+            index = torch.searchsorted(cdf, u).clamp_max(shape[-1] - 1)  # cdf[-1] may be < 1
+            return torch.zeros(shape, dtype=probs.dtype, device=probs.device).scatter_(
+                -1, index, 1.0)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.logits.clamp(min=torch.finfo(self.logits.dtype).min)  # 0 * -inf = nan
+        return (value * logits).sum(-1)
+
+
 def base_of(q: Distribution) -> Distribution:
     """The per-variable distribution inside ``Independent`` wrappers."""
     while isinstance(q, Independent):

@@ -19,8 +19,9 @@ from torch.distributions import (
     Independent,
     MultivariateNormal,
     Normal,
-    OneHotCategorical,
 )
+
+from vaelab.discrete import OneHot
 
 MIN_SCALE = 1e-5
 
@@ -121,8 +122,7 @@ class CategoricalLatent(LatentFamily):
 
     def forward(self, params: torch.Tensor) -> Distribution:
         logits = params.unflatten(-1, self.latent_shape)  # (B, N, C)
-        return Independent(OneHotCategorical(logits=logits, validate_args=False), 1,
-                           validate_args=False)
+        return Independent(OneHot(logits=logits, validate_args=False), 1, validate_args=False)
 
 
 class BernoulliLatent(LatentFamily):

@@ -17,9 +17,9 @@ from torch.distributions import (
     Independent,
     MixtureSameFamily,
     Normal,
-    OneHotCategorical,
 )
 
+from vaelab.discrete import OneHot
 from vaelab.latents import positive
 
 
@@ -55,7 +55,7 @@ class CategoricalPrior(_Logits):
         super().__init__((dim, num_classes), learned)
 
     def forward(self) -> Distribution:
-        return Independent(OneHotCategorical(logits=self.logits, validate_args=False), 1,
+        return Independent(OneHot(logits=self.logits, validate_args=False), 1,
                            validate_args=False)
 
 
