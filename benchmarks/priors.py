@@ -131,7 +131,8 @@ def main() -> None:
               f"{args.minutes if args.minutes is not None else 'from config'} min per row "
               f"(checked after each epoch), train images "
               f"{args.train_subset or 'all 60k'}, "
-              f"K={args.k}, test images {args.limit or 'all'}; torch {torch.__version__}, "
+              f"K={args.k}, test images {args.limit or 'all'}, overrides "
+              f"{' '.join(args.overrides) or 'none'}; torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{tag}.json").write_text(json.dumps({"header": header, "rows": results},

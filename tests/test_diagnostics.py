@@ -62,7 +62,7 @@ def test_marginal_monte_carlo_kl_matches_analytic_for_a_one_component_mixture():
     """A mixture with one component is a Gaussian: the Monte Carlo path (taken because a
     mixture has no closed form) must agree with the closed form within its error."""
     model = model_for(prior="mixture", prior_components=1)
-    values, _, kind = kl_per_dimension(model, X, samples=4000)
+    values, _, kind = kl_per_dimension(model, X, mc_samples=4000)
     comp = model.prior().component_distribution.base_dist
     q = model.encode(X).base_dist
     exact = kl_divergence(q, Normal(comp.loc[0], comp.scale[0])).mean(0).detach()
@@ -73,7 +73,7 @@ def test_marginal_monte_carlo_kl_matches_analytic_for_a_one_component_mixture():
 
 def test_vamp_prior_kl_per_dimension_is_chunked_and_finite():
     model = model_for(prior="vamp", prior_components=5)
-    values, _, kind = kl_per_dimension(model, X, samples=8, budget=500)  # chunks of 4
+    values, _, kind = kl_per_dimension(model, X, mc_samples=8, budget=500)  # chunks of 4
     assert kind == "marginal" and torch.isfinite(values).all() and (values > -0.5).all()
 
 

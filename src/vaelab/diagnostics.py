@@ -59,18 +59,19 @@ def _per_dim_kl(q: Distribution, p: Distribution, eps: torch.Tensor) -> tuple[to
 
 @torch.no_grad()
 def kl_per_dimension(model: VAE, x: torch.Tensor, *, samples: int = 32, seed: int = 0,
-                     budget: int = 4_000_000, mc_points: int = 2000,
+                     budget: int = 4_000_000, mc_points: int = 1000, mc_samples: int = 8,
                      ) -> tuple[torch.Tensor, torch.Tensor, str] | None:
     """Mean KL per latent dimension over ``x``: (values (D,), stderr (D,), kind), or None.
 
     kind "exact" or "marginal" as in the module docstring. The prior is built once and x is
     chunked so a Monte Carlo marginal KL against a K-component mixture holds at most
     ``budget`` numbers at a time; the noise is fixed by ``seed``. Against a mixture (Monte
-    Carlo, samples x points x D x K work) only the first ``mc_points`` points are used.
+    Carlo, samples x points x D x K work) only the first ``mc_points`` points are used, with
+    ``mc_samples`` draws each.
     """
     p = model.prior()
     if isinstance(p, MixtureSameFamily):
-        x = x[:mc_points]
+        x, samples = x[:mc_points], mc_samples
     d = math.prod(model.latent_shape)
     chunk = max(1, min(1000, budget // (samples * d * _mixture_size(p))))
     gen = torch.Generator().manual_seed(seed)
