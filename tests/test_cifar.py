@@ -199,3 +199,13 @@ def test_conv_vae_with_the_8bit_likelihood_reports_bits_per_dim(mini, tmp_path):
     # a discrete likelihood over 256 levels: between 0 and 8 bits for a barely trained model
     # near the data's level (uniform random bytes: about 8 bits/dim)
     assert 5.0 < test["bits_per_dim"] < 12.0
+
+
+def test_the_cifar10_config_builds_a_conv_vae_for_colour_images():
+    from vaelab.build import build_model
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "cifar10.toml")
+    assert config.data.name == "cifar10" and config.model.likelihood == "logistic-256"
+    model = build_model(config.model, (3, 32, 32))
+    px = model.decode(torch.zeros(2, config.model.latent_dim))
+    assert px.batch_shape == (2,) and px.event_shape == (3, 32, 32)

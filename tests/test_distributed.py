@@ -113,7 +113,9 @@ def tiny_data(path: Path) -> Path:
 def settings(data: Path) -> list[str]:
     values = {"data.name": str(data), "model.hidden": "[8]", "model.latent_dim": 2,
               "objective.samples": 2, "train.batch_size": 16, "train.epochs": 2,
-              "train.threads": 1, "train.progress": "false", "eval.iw_samples": 4}
+              "train.threads": 1, "train.progress": "false", "eval.iw_samples": 4,
+              # mid-epoch checkpoints: the ranks' partial metric sums are merged there
+              "train.checkpoint_every_steps": 3}
     return [f"{k}={v}" for k, v in values.items()]
 
 

@@ -45,6 +45,7 @@ def test_bf16_autocasts_training_forward_and_leaves_evaluation_float32(kind):
     assert torch.equal(net(x), ref(x))  # evaluation: the exact float32 forward
 
 
+@pytest.mark.slow
 def test_compiled_training_forward_matches_eager():
     net, ref, x = pair("mlp")
     accelerate([net], compile=True)

@@ -69,7 +69,8 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best": self.best,
                 "bad_steps": self.bad_steps, "elapsed": self.elapsed, "batch": self.batch,
-                "epoch_rng": self.epoch_rng, "epoch_sums": dict(self.epoch_sums),
+                "epoch_rng": self.epoch_rng,
+                "epoch_sums": {k: v.detach().cpu() for k, v in self.epoch_sums.items()},
                 "epoch_seen": self.epoch_seen, "epoch_seconds": self.epoch_seconds,
                 "epoch_records": list(self.epoch_records)}
 
@@ -186,7 +187,9 @@ class Trainer:
         for key, value in state["trainer"].items():
             setattr(self.state, key, value)
         if not self.ctx.is_main:  # rank 0 saved the ranks' summed partial metrics
-            self.state.epoch_sums, self.state.epoch_seen = {}, 0
+            self.state.epoch_sums = {k: torch.zeros_like(v)
+                                     for k, v in self.state.epoch_sums.items()}
+            self.state.epoch_seen = 0
         self.generator.set_state(state["data_rng"])
         set_rng_states(state["rng"])
 
@@ -356,5 +359,6 @@ class Trainer:
         if self.ctx.is_main:
             st.epoch_sums = {k: torch.tensor(v, dtype=torch.float64) for k, v in totals.items()}
             st.epoch_seen = seen
-        else:
-            st.epoch_sums, st.epoch_seen = {}, 0
+        else:  # the same keys on every rank, so the epoch-end all-reduce lines up
+            st.epoch_sums = {k: torch.zeros((), dtype=torch.float64) for k in totals}
+            st.epoch_seen = 0
