@@ -78,3 +78,19 @@ def test_bf16_compiled_training_run_end_to_end(tmp_path):
     assert len(records) == 2
     report = run.evaluate("test", iw_samples=5)
     assert np.isfinite(report["elbo"]) and np.isfinite(report["nll"])
+
+
+def test_cli_flags_set_the_config_keys(monkeypatch):
+    import vaelab.api
+    from vaelab.cli import main
+
+    seen = {}
+
+    def fake_fit(config, **kwargs):
+        seen["train"] = config.train
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(vaelab.api, "fit", fake_fit)
+    assert main(["train", "--compile", "--precision", "bf16", "--no-progress"]) == 2
+    assert seen["train"].compile is True and seen["train"].precision == "bf16"
+    assert main(["train", "--resume", "somewhere", "--compile"]) == 2  # saved config wins

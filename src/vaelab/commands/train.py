@@ -20,6 +20,11 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks for training (= --set train.compile=true)")
+    p.add_argument("--precision", choices=["float32", "bf16"],
+                   help="training precision (= --set train.precision=...); evaluation is "
+                        "always float32")
     p.add_argument("--nproc", type=int, metavar="N",
                    help="train with N processes on this machine: DistributedDataParallel, "
                         "launched with torchrun (see docs/scale.md)")
@@ -43,7 +48,9 @@ def launch(args: argparse.Namespace) -> int:
                  *(["--out", out] if out else []),
                  *(["--resume", args.resume] if args.resume else []),
                  *(["--overwrite"] if args.overwrite else []),
-                 *(["--no-progress"] if args.no_progress else [])]
+                 *(["--no-progress"] if args.no_progress else []),
+                 *(["--compile"] if args.compile else []),
+                 *(["--precision", args.precision] if args.precision else [])]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={args.nproc}", "-m", "vaelab", "train", *forwarded]
     return subprocess.call(command)
@@ -56,9 +63,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and (args.config or args.overrides or args.out):
         raise ValueError("--resume continues a run with its saved config; "
                          "drop --config/--set/--out")
+    if args.resume and (args.compile or args.precision):
+        raise ValueError("--resume continues a run with its saved config; drop --compile/"
+                         "--precision")
     if args.nproc is not None:
         return launch(args)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, [
+        *args.overrides, *(["train.compile=true"] if args.compile else []),
+        *([f"train.precision={args.precision}"] if args.precision else [])])
     if args.no_progress:
         config.train.progress = False
     run_ = fit(config, out=args.out, overwrite=args.overwrite, resume=args.resume)
