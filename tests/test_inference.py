@@ -370,3 +370,17 @@ def test_bbvi_on_one_categorical_variable_reaches_the_exact_posterior():
     assert kl.max() < KL_TOL, kl
     uniform = torch.full((4,), 0.25, dtype=torch.double)  # where BBVI started
     assert (uniform * (uniform.log() - posterior.log())).sum(-1).mean() > 10 * KL_TOL
+
+
+def test_measure_leaves_the_model_as_it_was_and_the_cli_defaults_match():
+    from vaelab import gaps
+    from vaelab.cli import build_parser
+    from vaelab.inference import BBVI_LR, BBVI_LR_FINAL, BBVI_STEPS
+
+    lg = LinearGaussian(posterior="gaussian")
+    lg.model.train()
+    report = gaps.measure(lg.model, lg.sample_x(8), steps=20, eval_samples=10, iw_samples=10)
+    assert report["n"] == 8 and len(report["curves"]["encoder"]) == 21
+    assert lg.model.training and all(p.requires_grad for p in lg.model.parameters())
+    args = build_parser().parse_args(["gap", "run"])
+    assert (args.steps, args.lr, args.lr_final) == (BBVI_STEPS, BBVI_LR, BBVI_LR_FINAL)

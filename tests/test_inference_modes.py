@@ -200,6 +200,9 @@ def test_mode_errors_name_the_fix(data, tmp_path):
     with pytest.raises(ConfigError, match="train.refine_steps >= 1"):
         fit(tiny_config(data, "train.inference='semi-amortized'", "train.refine_steps=0"),
             out=tmp_path / "c", pictures=False)
+    with pytest.raises(ConfigError, match="train.compile=false or train.refine_through=false"):
+        fit(tiny_config(data, "train.inference='semi-amortized'", "train.refine_through=true",
+                        "train.compile=true"), out=tmp_path / "e", pictures=False)
     with pytest.raises(ConfigError, match="data.train_limit=1000"):
         fit(tiny_config(data, "data.train_limit=1000"), out=tmp_path / "d", pictures=False)
 

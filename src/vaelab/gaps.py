@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ import torch
 
 from vaelab.evaluate import mean_and_stderr
 from vaelab.inference import (
+    BBVI_LR,
+    BBVI_LR_FINAL,
+    BBVI_STEPS,
     RefinementError,
     bbvi_samples,
     check_table_family,
@@ -69,17 +73,35 @@ def smooth(curve: torch.Tensor, window: int) -> torch.Tensor:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def measure(model: VAE, x: torch.Tensor, *, steps: int = 500, lr: float = 0.05,
-            lr_final: float = 0.001, samples: int | None = None, eval_samples: int = 100,
+def measure(model: VAE, x: torch.Tensor, *, steps: int = BBVI_STEPS, lr: float = BBVI_LR,
+            lr_final: float = BBVI_LR_FINAL, samples: int | None = None, eval_samples: int = 100,
             iw_samples: int = 1000, batch_size: int = 500, from_prior: bool = True,
             progress: bool = False) -> dict[str, Any]:
     """The gap report for the datapoints x (N, *event); see the module docstring."""
     samples = bbvi_samples(check_table_family(model.posterior), samples)
     if steps < 1:
         raise RefinementError(f"--steps must be at least 1, got {steps}")
-    for p in model.parameters():
-        p.requires_grad_(False)  # the decoder is fixed; only lambda is optimised
-    model.eval()
+    with frozen(model):  # the decoder is fixed; only lambda is optimised
+        return _measure(model, x, steps, lr, lr_final, samples, eval_samples, iw_samples,
+                        batch_size, from_prior, progress)
+
+
+@contextmanager
+def frozen(model: VAE):
+    """The model in eval mode with no parameter requiring grad; restored afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    training = model.training
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def _measure(model, x, steps, lr, lr_final, samples, eval_samples, iw_samples, batch_size,
+             from_prior, progress) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     lam0 = encoder_init(model, x, batch_size=batch_size)

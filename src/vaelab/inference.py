@@ -87,7 +87,8 @@ class LookupEncoder(nn.Module):
     """Per-datapoint parameters for a fixed set of datapoints, found by each row's value.
 
     Evaluation and plotting functions batch x themselves; this lets them use posteriors
-    fitted per datapoint (BBVI) on any batches of those datapoints.
+    fitted per datapoint (BBVI) on any batches of those datapoints. Identical rows share
+    one entry (the last fitted), as they share one exact posterior.
     """
 
     def __init__(self, x: torch.Tensor, params: torch.Tensor):

@@ -47,6 +47,10 @@ def check_mode(config: Config, n_train: int, world: int = 1) -> str:
         if t.refine_steps < 1 or t.refine_lr <= 0:
             raise ConfigError(f"train.inference=semi-amortized needs train.refine_steps >= 1 and "
                               f"train.refine_lr > 0, got {t.refine_steps} and {t.refine_lr}")
+        if t.refine_through and t.compile:
+            raise ConfigError("train.refine_through=true differentiates gradients (double "
+                              "backward), which torch.compile does not support; set "
+                              "train.compile=false or train.refine_through=false")
     else:
         if t.mean_field_steps < 1 or t.mean_field_lr <= 0:
             raise ConfigError(f"train.inference=mean-field needs train.mean_field_steps >= 1 "
