@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.distributions import Independent
 
 from vaelab.baselines import BASELINES, build_baseline
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
@@ -249,9 +250,13 @@ def check_estimator(cfg: ObjectiveConfig, model: VAE) -> None:
         q = model.posterior(torch.zeros(1, model.posterior.param_size))
     if not q.has_rsample:
         others = [name for name in ESTIMATORS if name != "pathwise"]
+        base = q
+        while isinstance(base, Independent):
+            base = base.base_dist
         raise ConfigError(f"objective.estimator=pathwise needs a reparameterizable q(z|x), but "
-                          f"model.latent gives {type(q).__name__}, which has no rsample; "
-                          f"set objective.estimator to one of {', '.join(others)}")
+                          f"model.latent's q(z|x) ({type(model.posterior).__name__}: "
+                          f"{type(base).__name__}) has no rsample; set objective.estimator "
+                          f"to one of {', '.join(others)}")
 
 
 class ConfiguredObjective(nn.Module):

@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(result["rows"]))
     ref = result["reference"]
     print(f"reference: {ref['estimator']} (K={ref['samples']}, {ref['draws']} draws); "
-          "relative bias = sqrt(max(0, |mean - ref|^2 - noise floor)) / |ref|")
+          "relative bias = |E g - E g_ref| / |E g_ref| from independent groups of draws, "
+          "shown when above 3 standard errors")
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
@@ -176,7 +177,7 @@ def plot_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     ax1.set_title("gradient variance (lower is better)")
     ax1.legend()
     ax2.bar(pos, [r["snr_encoder"] for r in rows], width=0.6, color="tab:green")
-    ax2.set_ylabel("mean |E g| / std g")
+    ax2.set_ylabel("median over coordinates of |E g| / std g")
     ax2.set_title("encoder signal-to-noise (higher is better)")
     for ax in (ax1, ax2):
         ax.set_xticks(pos, labels, rotation=30, ha="right", fontsize=8)
