@@ -33,6 +33,10 @@ FAMILIES = {
     "categorical": ("configs/discrete-categorical.toml", "categorical, 20 x 10"),
 }
 BASELINES = ("none", "moving-average", "nvil", "leave-one-out")
+COLOURS = {"pathwise": "tab:blue", "score-function": "tab:red",
+           "score-function+moving-average": "tab:orange", "score-function+nvil": "tab:green",
+           "score-function+leave-one-out": "tab:purple", "gumbel-softmax": "tab:cyan",
+           "straight-through": "tab:brown"}
 
 
 def variants(family: str) -> list[tuple[str, str]]:
@@ -128,7 +132,8 @@ def plot(rows: list[dict], path: Path) -> None:
                 continue
             steps = [g["step"] for g in r["grad_variance"]]
             enc = [g["grad_variance_encoder"] for g in r["grad_variance"]]
-            ax.plot(steps, enc, marker=".", label=f"{r['label']} (ELBO {r['test_elbo']:.1f})")
+            ax.plot(steps, enc, marker=".", color=COLOURS.get(r["label"]),
+                    label=f"{r['label']}, K={r['samples']} (ELBO {r['test_elbo']:.1f})")
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("tr Cov of the encoder gradient")
@@ -156,16 +161,18 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out-dir", default="runs/estimators")
     parser.add_argument("--tag", default="full")
+    parser.add_argument("--replot", action="store_true",
+                        help="only redo the table and plot from results/estimators-<tag>.json")
     args = parser.parse_args()
     wanted = set(args.variants.split(",")) if args.variants else None
-    rows = []
-    for family in args.only or list(FAMILIES):
+    stem = f"estimators-{args.tag}"
+    rows = json.loads((RESULTS / f"{stem}.json").read_text()) if args.replot else []
+    for family in [] if args.replot else args.only or list(FAMILIES):
         for estimator, baseline in variants(family):
             if wanted and label(estimator, baseline) not in wanted:
                 continue
             rows.append(train(family, estimator, baseline, args))
     RESULTS.mkdir(exist_ok=True)
-    stem = f"estimators-{args.tag}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown(rows)
     (RESULTS / f"{stem}.md").write_text(table + "\n")
