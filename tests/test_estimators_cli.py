@@ -132,3 +132,23 @@ def test_bad_grad_variance_settings_are_config_errors(tmp_path, data):
     with pytest.raises(ConfigError, match="train.grad_variance_draws"):
         fit(config, out=tmp_path / "run", pictures=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_restores_the_baseline_and_matches_an_uninterrupted_run(tmp_path, data):
+    """Two epochs in one go equal one epoch + resume: the checkpoint carries the NVIL
+    baseline's network, running means and optimizer state."""
+    extra = ("objective.estimator=score-function", "objective.baseline=nvil",
+             "objective.baseline_hidden=4", "eval.iw_samples=0", "data.valid_split=''")
+    whole = fit(tiny_config(data, "train.epochs=2", *extra), out=tmp_path / "whole",
+                pictures=False)
+    fit(tiny_config(data, "train.epochs=1", *extra), out=tmp_path / "part", pictures=False)
+    config = (tmp_path / "part" / "config.toml").read_text()
+    (tmp_path / "part" / "config.toml").write_text(config.replace("epochs = 1", "epochs = 2"))
+    resumed = fit(tiny_config(data, *extra), resume=tmp_path / "part", pictures=False)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    states = [load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["objective"]
+              for name in ("whole", "part")]
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        torch.testing.assert_close(states[0][key], states[1][key])
