@@ -47,19 +47,7 @@ def build_posterior(cfg: ModelConfig) -> LatentFamily:
             raise ConfigError(f"model.num_classes must be at least 2 for categorical latents, "
                               f"got {cfg.num_classes}; use model.latent=bernoulli for binary codes")
         return FAMILIES[cfg.latent](cfg.latent_dim, cfg.num_classes)
-    if cfg.latent == "categorical":
-        if cfg.num_classes < 2:
-            raise ConfigError(f"model.num_classes must be at least 2 for categorical latents, "
-                              f"got {cfg.num_classes}; use model.latent=bernoulli for binary codes")
-        return FAMILIES[cfg.latent](cfg.latent_dim, cfg.num_classes)
     return FAMILIES[cfg.latent](cfg.latent_dim)
-
-
-def _discrete_prior(cfg: ModelConfig, posterior: LatentFamily, learned: bool) -> nn.Module:
-    """Uniform (or learned-logits) prior matching a categorical or Bernoulli posterior."""
-    if len(posterior.latent_shape) == 2:
-        return CategoricalPrior(cfg.latent_dim, cfg.num_classes, learned=learned)
-    return BernoulliPrior(cfg.latent_dim, learned=learned)
 
 
 def _discrete_prior(cfg: ModelConfig, posterior: LatentFamily, learned: bool) -> nn.Module:
