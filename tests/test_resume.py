@@ -130,7 +130,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
             alive = wait_for(lambda: any(n.startswith(".step-") for n in temporaries(run)), proc)
         else:
             alive = wait_for(lambda s=start_step: last.exists() and saved_step(last) > s, proc)
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.15))
             alive = proc.poll() is None
         assert alive, f"cycle {i} ended before it was killed: {proc.stderr.read().decode()}"
         proc.send_signal(signal.SIGKILL)
