@@ -39,7 +39,7 @@ def main() -> None:
     run = fit(config, out=out, overwrite=True)
     total = time.perf_counter() - start
     summary = json.loads((run.path / "summary.json").read_text())
-    history = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().split()]
+    history = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     test = summary["test"]
     result = {
         "config": args.name, "overrides": args.overrides, "run": str(run.path),

@@ -79,11 +79,12 @@ def tutorial_loop(x: torch.Tensor, max_images: int) -> float:
 def vaelab_training(epochs: int, out: Path) -> tuple[float, dict]:
     config = Config()
     config.train.epochs = epochs
+    config.train.threads = torch.get_num_threads()
     config.train.progress = False
     config.data.valid_split = ""
     config.data.test_split = ""
     run = fit(config, out=out, overwrite=True, pictures=False)
-    history = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().split()]
+    history = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     return max(r["images_per_sec"] for r in history), {"run": str(run.path)}
 
 
@@ -128,8 +129,10 @@ def is_eval_seconds(run_path: str, k: int, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     x = load_dataset("mnist", "train").x
     images = 10_000 if args.quick else 50_000
     baseline = max(tutorial_loop(x, images) for _ in range(1 if args.quick else 2))
@@ -158,7 +161,7 @@ def main() -> None:
         "quick": args.quick,
     }
     RESULTS.mkdir(exist_ok=True)
-    name = "throughput-quick.json" if args.quick else "throughput.json"
+    name = f"throughput{'-quick' if args.quick else ''}-{torch.get_num_threads()}threads.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print("\n| measure | value |\n|---|---|")

@@ -21,14 +21,6 @@ from vaelab.diagnostics import (
 from vaelab.evaluate import elbo_terms, evaluate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def model_for(**kw):
     torch.manual_seed(0)
     base = dict(latent_dim=3, hidden=[16], likelihood="bernoulli")

@@ -32,13 +32,6 @@ PARAMS = [(0.3, -1.0), (0.0, -7.0), (1.0, -7.0), (0.5, -5.5), (-4.0, 0.0), (5.0,
           (0.5, 3.0), (0.77, -9.0), (0.123, -4.0)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def table() -> DiscretizedLogistic:
     loc, log_scale = (torch.tensor(v, dtype=D64) for v in zip(*PARAMS, strict=True))

@@ -43,14 +43,6 @@ Z = 4.0  # allowed standard errors
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and far faster when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def random_tril(b: int, d: int, gen: torch.Generator) -> torch.Tensor:
     tril = torch.randn(b, d, d, generator=gen, dtype=D64).tril(-1) * 0.6

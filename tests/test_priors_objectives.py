@@ -13,14 +13,6 @@ from vaelab.objectives import apply_free_bits, elbo, iwae
 from vaelab.train import Progress
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_kl_warm_up_is_linear_from_zero_to_beta():
     cfg = ObjectiveConfig(beta=2.0, warmup_epochs=4.0)
     weights = [kl_weight(cfg, Progress(step=0, epoch=e)) for e in (0.0, 1.0, 2.5, 4.0, 9.0)]

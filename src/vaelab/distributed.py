@@ -31,6 +31,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributions import Distribution
 
+from vaelab.data import binarize
+
 
 @dataclass(frozen=True)
 class Context:
@@ -250,10 +252,11 @@ def draw(d: Distribution, sample_shape: Sequence[int] = (), *, reparam: bool = T
 
 
 def bernoulli(p: torch.Tensor) -> torch.Tensor:
-    """``torch.bernoulli(p)`` for this rank's rows ``p`` (b, ...) of a global batch: the
-    draw for all W*b rows is made and this rank's slice kept (see :func:`draw`)."""
+    """Dynamic binarization (``data.binarize``) of this rank's rows ``p`` (b, ...) of a
+    global batch: uniforms for all W*b rows are drawn and this rank's slice kept (see
+    :func:`draw`), so every row gets the noise it gets in a 1-process run."""
     shard = current_shard()
     if shard.world == 1:
-        return torch.bernoulli(p)
-    full = p.unsqueeze(0).expand(shard.world, *p.shape).contiguous()
-    return torch.bernoulli(full)[shard.rank]
+        return binarize(p)
+    u = torch.rand(shard.world, *p.shape)[shard.rank]
+    return u.lt_(p.to(torch.float32))
