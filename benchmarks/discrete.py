@@ -29,7 +29,8 @@ RUNS = {
     "categorical": ("configs/discrete-categorical.toml", 101.5,
                     "20 x 10 categorical, Gumbel-softmax"),
     "st": ("configs/discrete-st.toml", 107.8, "20 x 10 categorical, ST Gumbel-softmax"),
-    "bernoulli": ("configs/discrete-bernoulli.toml", 105.0, "200 Bernoulli, Gumbel-softmax"),
+    "bernoulli": ("configs/discrete-bernoulli.toml", 105.0,
+                  "200 Bernoulli, Gumbel-softmax, KL warm-up 10 epochs"),
 }
 
 
@@ -71,13 +72,13 @@ def train(name: str, args: argparse.Namespace) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| run | epochs | train time (s) | images/s | final tau | test -ELBO | "
+    lines = ["| run | epochs | threads | train time (s) | images/s | final tau | test -ELBO | "
              "test NLL (K) | Jang et al. -ELBO |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         nll = f"{r['test_nll']} ({r['iw_samples']})" if r["test_nll"] is not None else "-"
         tau = f"{r['final_temperature']:.3g}" if r["final_temperature"] is not None else "-"
-        lines.append(f"| {r['what']} | {r['epochs']} | {r['train_seconds']:.0f} | "
+        lines.append(f"| {r['what']} | {r['epochs']} | {r['threads']} | {r['train_seconds']:.0f} | "
                      f"{r['images_per_sec']:.0f} | {tau} | {r['test_neg_elbo']} ± "
                      f"{r['test_elbo_stderr']} | {nll} | {r['paper_neg_elbo']} |")
     return "\n".join(lines) + "\n"
