@@ -30,7 +30,7 @@ class ObjectiveOutput:
         return {"bound": self.bound.detach(), "rec": self.rec.detach(), "kl": self.kl.detach()}
 
 
-def kl_per_dimension(q: Distribution, p: Distribution) -> torch.Tensor:
+def kl_by_dimension(q: Distribution, p: Distribution) -> torch.Tensor:
     """KL split over latent dimensions, (B, D): needs factorized q and p with a closed form."""
     if not (isinstance(q, Independent) and isinstance(p, Independent)):
         raise ValueError("free bits and per-dimension KL need a factorized posterior and prior "
@@ -73,7 +73,7 @@ def elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto", bet
         log_q = q.log_prob(z.detach()) if needs_log_q else None
         kl_value = analytic_kl
         if free_bits > 0:
-            kl_loss = apply_free_bits(kl_per_dimension(q, p), free_bits, free_bits_groups)
+            kl_loss = apply_free_bits(kl_by_dimension(q, p), free_bits, free_bits_groups)
         else:
             kl_loss = kl_value
         f = estimator.surrogate(log_px_z, log_q, x)  # (K, B)
