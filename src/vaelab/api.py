@@ -158,9 +158,12 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
         config = RunDir.existing(resume).read_config()
     ctx = distributed.setup(config.train.device)
     try:
-        return _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures)
-    finally:
-        distributed.cleanup(ctx)
+        run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures)
+    except BaseException:
+        distributed.cleanup(ctx, wait=False)
+        raise
+    distributed.cleanup(ctx)
+    return run
 
 
 def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,

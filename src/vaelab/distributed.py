@@ -24,6 +24,7 @@ import contextvars
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -32,6 +33,10 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.data import binarize
+
+# How long the other ranks wait at the end for rank 0's evaluation. Long on purpose: if rank 0
+# dies instead, torchrun stops the whole job at once.
+LEAVE_TIMEOUT = timedelta(hours=12)
 
 
 @dataclass(frozen=True)
@@ -108,10 +113,22 @@ def current() -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
 
 
-def cleanup(ctx: Context) -> None:
-    """Leave the process group if :func:`setup` created it."""
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(ctx: Context, *, wait: bool = True) -> None:
+    """Leave the process group if :func:`setup` created it.
+
+    ``wait``: first wait until every rank gets here, so no rank tears down its gloo
+    connections while a peer still works (rank 0 evaluates after training). A rank that
+    leaves early can die with SIGABRT ("terminate called without an active exception").
+    Pass ``wait=False`` after an error, when the peers may never arrive.
+    """
+    if not (ctx.owns_group and dist.is_initialized()):
+        return
+    if wait and ctx.world > 1:
+        if ctx.backend == "gloo":  # the evaluation on rank 0 may take longer than the
+            dist.monitored_barrier(timeout=LEAVE_TIMEOUT)  # default 30-minute timeout
+        else:
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 # ---- collectives (no-ops in a single process) ----------------------------------------------
