@@ -31,6 +31,7 @@ from vaelab.data import (
     load_dataset,
 )
 from vaelab.evaluate import elbo_terms, evaluate, mean_and_stderr
+from vaelab.heap import keep_freed_memory
 from vaelab.model import VAE
 from vaelab.runs import RunDir, RunError, check_resumable, checkpoint_stamp, load_checkpoint
 from vaelab.speed import accelerate
@@ -93,6 +94,7 @@ class Run:
 
     def evaluate(self, split: str = "test", *, iw_samples: int | None = None,
                  progress: bool = False, limit: int | None = None) -> dict[str, Any]:
+        keep_freed_memory()
         x = self.data(split)
         if limit is not None:
             x = x[:limit]
@@ -156,6 +158,7 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
     """
     if resume is not None:
         config = RunDir.existing(resume).read_config()
+    keep_freed_memory()  # no page faults on each step's re-allocated buffers (heap.py)
     ctx = distributed.setup(config.train.device)
     try:
         run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures)
