@@ -271,9 +271,10 @@ def draw(d: Distribution, sample_shape: Sequence[int] = (), *, reparam: bool = T
 def bernoulli(p: torch.Tensor) -> torch.Tensor:
     """Dynamic binarization (``data.binarize``) of this rank's rows ``p`` (b, ...) of a
     global batch: uniforms for all W*b rows are drawn and this rank's slice kept (see
-    :func:`draw`), so every row gets the noise it gets in a 1-process run."""
+    :func:`draw`), so every row gets the noise it gets in a 1-process run. Training
+    batches only: their dataset's range was checked when it was loaded."""
     shard = current_shard()
     if shard.world == 1:
-        return binarize(p)
+        return binarize(p, check=False)
     u = torch.rand(shard.world, *p.shape)[shard.rank]
     return u.lt_(p.to(torch.float32))

@@ -198,7 +198,8 @@ class Trainer:
         with distributed.sharded(distributed.Shard(self.ctx.rank, self.ctx.world)):
             loss, terms = self.forward(batch, progress)
         where = f"step {self.state.step} (epoch {self.state.epoch + 1})"
-        if distributed.any_rank(not torch.isfinite(loss)):  # every rank skips, or none
+        # every rank skips, or none; math.isfinite: one scalar read, not four tensor ops
+        if distributed.any_rank(not math.isfinite(loss.item())):
             bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
             return self._skip(f"non-finite loss at {where}; non-finite terms: "
                               f"{', '.join(bad) or 'none (the loss itself)'}")
@@ -207,7 +208,7 @@ class Trainer:
         grads = [p.grad for p in self.module.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads \
             else torch.zeros(())
-        if not torch.isfinite(norm):  # checked before clipping, which would spread the NaN
+        if not math.isfinite(norm.item()):  # before clipping, which would spread the NaN
             name = first_nonfinite_grad(self.module)
             return self._skip(f"non-finite gradient at {where} in parameter '{name}'")
         if 0 < self.cfg.grad_clip < norm:
