@@ -31,17 +31,23 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{args.split}: {report['n']} datapoints ({report['binarization']})")
-    print(f"ELBO   {report['elbo']:9.3f} ± {report['elbo_stderr']:.3f} nats")
-    print(f"  rec  {report['rec']:9.3f}   KL {report['kl']:.3f}")
-    if "nll" in report:
-        print(f"NLL    {report['nll']:9.3f} ± {report['log_likelihood_stderr']:.3f} nats "
-              f"(K={report['iw_samples']})")
-    print(f"active units {report['active_units']}/{report['latent_units']}")
-    if "bits_per_dim" in report:
-        print(f"bits/dim {report['bits_per_dim']:.4f}")
+    print("\n".join(report_lines(report, args.split)))
     if report.get("kl_per_dim") is not None:
         kls = " ".join(f"{v:.2f}" for v in report["kl_per_dim"])
         print(f"KL per dimension ({report['kl_per_dim_kind']}): {kls}")
     for warning in report.get("warnings", []):
         print(f"WARNING: {warning}")
     return 0
+
+
+def report_lines(report: dict, split: str = "test") -> list[str]:
+    """The headline numbers of an evaluation report (``vaelab eval``, end of ``train``)."""
+    lines = [f"{split} ELBO: {report['elbo']:.2f} ± {report['elbo_stderr']:.2f} nats "
+             f"(rec {report['rec']:.2f}, KL {report['kl']:.2f})"]
+    if "nll" in report:
+        lines.append(f"{split} NLL:  {report['nll']:.2f} ± {report['log_likelihood_stderr']:.2f}"
+                     f" nats (importance sampling, K={report['iw_samples']})")
+    lines.append(f"active units: {report['active_units']}/{report['latent_units']}")
+    if "bits_per_dim" in report:
+        lines.append(f"bits/dim:  {report['bits_per_dim']:.4f}")
+    return lines

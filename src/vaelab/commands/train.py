@@ -58,6 +58,7 @@ def launch(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from vaelab.api import fit
+    from vaelab.commands.eval import report_lines
     from vaelab.config import load_config
 
     if args.resume and (args.config or args.overrides or args.out):
@@ -82,14 +83,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
           f"({summary['images_per_sec']:.0f} images/s); stop: {summary['stop_reason']}")
     if test:
-        print(f"test ELBO: {test['elbo']:.2f} ± {test['elbo_stderr']:.2f} nats "
-              f"(rec {test['rec']:.2f}, KL {test['kl']:.2f})")
-        if "nll" in test:
-            print(f"test NLL:  {test['nll']:.2f} ± {test['log_likelihood_stderr']:.2f} nats "
-                  f"(importance sampling, K={test['iw_samples']})")
-        print(f"active units: {test['active_units']}/{test['latent_units']}")
-        if "bits_per_dim" in test:
-            print(f"bits/dim:  {test['bits_per_dim']:.4f}")
+        print("\n".join(report_lines(test)))
     audit = summary.get("objective_audit", {})
     if "line" in audit:
         print(audit["line"])
