@@ -50,6 +50,11 @@ def test_train_writes_a_complete_run_and_eval_reads_it(tmp_path, data, capsys):
     assert report["iw_samples"] == 16 and report["nll"] == -report["log_likelihood"]
     # the IS estimate (K=16) is at least the ELBO on average, up to Monte Carlo noise
     assert report["log_likelihood"] > report["elbo"] - 3 * report["elbo_stderr"]
+    # the text report carries the same numbers
+    assert main(["eval", str(out), "--split", "valid", "--iw-samples", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "valid ELBO:" in printed and "valid NLL:" in printed and "K=16" in printed
+    assert "active units:" in printed and "KL per dimension" in printed
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, data, capsys):
