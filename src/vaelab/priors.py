@@ -20,6 +20,7 @@ from torch.distributions import (
 )
 
 from vaelab.discrete import OneHot
+from vaelab.kl import UnitNormal
 from vaelab.latents import positive
 
 
@@ -32,7 +33,8 @@ class StandardNormal(nn.Module):
         self.register_buffer("scale", torch.ones(dim), persistent=False)
 
     def forward(self) -> Distribution:
-        return Independent(Normal(self.loc, self.scale, validate_args=False), 1,
+        # UnitNormal: a Normal whose type selects the cheaper closed-form KL (kl.py)
+        return Independent(UnitNormal(self.loc, self.scale, validate_args=False), 1,
                            validate_args=False)
 
 
