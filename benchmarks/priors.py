@@ -4,7 +4,7 @@
                                                  # 2 h of training each, test NLL with K=5000
     python benchmarks/priors.py --short          # a smoke version: ~20 s of training each on
                                                  # 2000 images, K=100 on 1000 test images
-    python benchmarks/priors.py --only vae,vamp --minutes 30 --k 1000
+    python benchmarks/priors.py --only vae,vamp --minutes 30 --k 1000 --tag 30min
 
 Each row trains one config (``configs/paper-<name>.toml``) into a run folder, then evaluates
 the test split with K importance samples. Writes benchmarks/results/priors[-short].json and a
@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every row")
     parser.add_argument("--runs", default="/tmp/vaelab-priors", help="run folders go here")
+    parser.add_argument("--tag", default="", help="suffix of the result files "
+                                                  "(priors-TAG.json / .md)")
     args = parser.parse_args()
     if args.short:
         args.minutes = 0.5 if args.minutes is None else args.minutes
@@ -127,7 +129,8 @@ def main() -> None:
         print(f"{name}: NLL {r['test_nll']} ± {r['test_nll_stderr']} (K={args.k}, "
               f"n={r['test_n']}), {r['epochs']} epochs in {r['train_seconds']:.0f} s", flush=True)
     tag = "priors-short" if args.short else "priors"
-    header = (f"{'SHORT smoke run' if args.short else 'Full run'}: training limit "
+    tag += f"-{args.tag}" if args.tag else ""
+    header = (f"{'SHORT smoke run' if args.short else 'Run'}: training limit "
               f"{args.minutes if args.minutes is not None else 'from config'} min per row "
               f"(checked after each epoch), train images "
               f"{args.train_subset or 'all 60k'}, "
