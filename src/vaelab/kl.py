@@ -21,7 +21,7 @@ class UnitNormal(Normal):
     """N(0, 1) elementwise (``loc`` zeros, ``scale`` ones, broadcast to the wanted shape).
 
     A type of its own so that the KL registry picks :func:`_kl_normal_unit`: with the zero
-    mean and unit scale known, the KL takes 5 element-wise kernels instead of torch's 10
+    mean and unit scale known, the KL takes 7 element-wise kernels instead of torch's 10
     (and fewer in the backward pass): 0.24 -> 0.11 ms per step for a 128 x 20 posterior.
     Built like a Normal (``UnitNormal(zeros, ones)``); the caller guarantees the values.
     """
