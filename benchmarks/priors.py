@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab.api import fit
+from vaelab.api import fit, load_run
 from vaelab.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,10 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
     config = load_config(ROOT / "configs" / f"paper-{name}.toml", overrides)
     out = Path(args.runs) / f"priors-{name}"
     start = time.perf_counter()
-    run = fit(config, out=out, overwrite=True, pictures=False)
+    if args.evaluate_only:  # a finished run folder of an earlier call: evaluate it again
+        run = load_run(out)
+    else:
+        run = fit(config, out=out, overwrite=True, pictures=False)
     train_wall = time.perf_counter() - start
     summary = json.loads((run.path / "summary.json").read_text())
     start = time.perf_counter()
@@ -111,6 +114,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every row")
     parser.add_argument("--runs", default="/tmp/vaelab-priors", help="run folders go here")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="no training: evaluate the run folders an earlier call left in "
+                             "--runs (e.g. again with a larger --k)")
     parser.add_argument("--tag", default="", help="suffix of the result files "
                                                   "(priors-TAG.json / .md)")
     args = parser.parse_args()
