@@ -36,6 +36,8 @@ RUNS = {
 
 def train(name: str, args: argparse.Namespace) -> dict:
     config, paper, what = RUNS[name]
+    if args.overrides:  # the label says what differs from the config
+        what += " + " + ", ".join(args.overrides)
     out = Path(args.out_dir) / f"discrete-{name}"
     command = [sys.executable, "-m", "vaelab", "train", "-c", str(ROOT / config),
                "--out", str(out), "--overwrite", "--no-progress",
