@@ -82,6 +82,7 @@ def train(family: str, estimator: str, baseline: str, args: argparse.Namespace) 
     test = summary["test"]
     curve = [r for rec in records for r in rec.get("step_records", [])]
     row.update({
+        **checkpoint_epoch(records),
         "epochs": summary["epochs"], "steps": summary["steps"],
         "train_seconds": summary["train_seconds"],
         "test_elbo": test["elbo"], "test_elbo_stderr": test["elbo_stderr"],
@@ -95,24 +96,36 @@ def train(family: str, estimator: str, baseline: str, args: argparse.Namespace) 
     return row
 
 
+def checkpoint_epoch(records: list[dict]) -> dict:
+    """Which epoch's checkpoint the test numbers are from (the best validation bound; the
+    last epoch when there is no validation split), and the worst bound seen after it, which
+    shows a run that diverged later."""
+    key = "val_bound" if any("val_bound" in r for r in records) else "train_bound"
+    best = max(records, key=lambda r: r[key]) if key == "val_bound" else records[-1]
+    later = [r[key] for r in records if r["epoch"] >= best["epoch"]]
+    return {"checkpoint_epoch": best["epoch"], "bound_key": key,
+            "worst_bound_after_checkpoint": min(later)}
+
+
 def geometric_mean(values: list[float]) -> float:
     values = [v for v in values if v > 0 and math.isfinite(v)]
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| latents | estimator | K | epochs | test ELBO | encoder grad variance "
-             "(geo. mean over training) | decoder grad variance | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| latents | estimator | K | epochs | test ELBO | checkpoint epoch | encoder grad "
+             "variance (geo. mean over training) | decoder grad variance | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['what']} | {r['label']} | {r['samples']} | - | failed: "
-                         f"{r['error']} | - | - | - |")
+                         f"{r['error']} | - | - | - | - |")
             continue
         enc = geometric_mean([g["grad_variance_encoder"] for g in r["grad_variance"]])
         dec = geometric_mean([g["grad_variance_decoder"] for g in r["grad_variance"]])
         lines.append(f"| {r['what']} | {r['label']} | {r['samples']} | {r['epochs']} | "
-                     f"{r['test_elbo']:.2f} ± {r['test_elbo_stderr']:.2f} | {enc:.3g} | "
+                     f"{r['test_elbo']:.2f} ± {r['test_elbo_stderr']:.2f} | "
+                     f"{r.get('checkpoint_epoch', '-')} | {enc:.3g} | "
                      f"{dec:.3g} | {r['train_seconds']:.0f} |")
     return "\n".join(lines)
 

@@ -8,7 +8,6 @@ import json
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
 from torch.distributions import Independent, OneHotCategorical, RelaxedOneHotCategorical
@@ -182,18 +181,6 @@ def test_class_sweep_varies_one_variable_and_fixes_the_rest(tmp_path, monkeypatc
 
 
 # -- end to end ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    protos = rng.random((4, *EVENT)) < 0.5  # four prototypes plus flipped pixels
-    def draw(n):
-        x = protos[rng.integers(0, 4, n)] ^ (rng.random((n, *EVENT)) < 0.05)
-        return x.astype(np.float32)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, x_train=draw(200), x_valid=draw(50), x_test=draw(50))
-    return str(path)
-
 
 def tiny_config(npz: str, **objective) -> Config:
     cfg = Config()

@@ -21,7 +21,13 @@ import torch
 from torch import nn
 
 from vaelab import distributed
-from vaelab.build import build_model, build_objective, check_estimator, count_parameters
+from vaelab.build import (
+    build_model,
+    build_objective,
+    check_estimator,
+    count_parameters,
+    evaluation_kl,
+)
 from vaelab.config import Config, ConfigError
 from vaelab.data import (
     ArrayDataset,
@@ -109,7 +115,7 @@ class Run:
         report = evaluate(model, x, iw_samples=ev.iw_samples if iw_samples is None
                           else iw_samples, batch_size=ev.batch_size,
                           sample_chunk=ev.sample_chunk, active_threshold=ev.active_threshold,
-                          kl=self.config.objective.kl, progress=progress)
+                          kl=evaluation_kl(self.config.objective), progress=progress)
         report["split"] = split
         report["reduction"] = REDUCTION
         report["binarization"] = self.binarization_note()
@@ -224,7 +230,7 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
         step_fn = mode.step_fn(lambda b: distributed.bernoulli(b) if dynamic else b)
 
     def validate_fn() -> dict[str, float]:
-        terms = elbo_terms(model, valid_x, kl=config.objective.kl)
+        terms = elbo_terms(model, valid_x, kl=evaluation_kl(config.objective))
         return {f"val_{'bound' if k == 'elbo' else k}": mean_and_stderr(v)[0]
                 for k, v in terms.items()}
 
@@ -417,6 +423,10 @@ def latent_audit(run: Run) -> str:
     training = objective.estimator.name
     if objective.relaxed:
         training += f" relaxation, {objective.temperature.describe()}"
+        if cfg.objective.kl == "relaxed":
+            lam = cfg.objective.prior_temperature
+            training += (", KL between the relaxed posterior and a relaxed prior at "
+                         + (f"temperature {lam:g}" if lam else "the same temperature"))
     prior = "uniform" if cfg.model.prior == "auto" else cfg.model.prior
     return (f"{cfg.model.latent}, {shape}, {prior} prior; "
             f"training: {training}; evaluation: the discrete model (hard samples, exact "

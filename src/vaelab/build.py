@@ -196,11 +196,28 @@ def temperature_schedule(cfg: ObjectiveConfig) -> TemperatureSchedule:
         raise ConfigError(f"objective.temperature_min/_rate/_every: {err}") from None
 
 
+def evaluation_kl(cfg: ObjectiveConfig) -> str:
+    """The KL mode for evaluating the model (validation, test): the discrete model's
+    closed form when training used the relaxation's KL (``objective.kl=relaxed``)."""
+    return "analytic" if cfg.kl == "relaxed" else cfg.kl
+
+
 def check_relaxation(cfg: ObjectiveConfig, estimator) -> None:
     """Relaxed samples are not values of the discrete q and p: their log-probabilities (a
     Monte Carlo KL, IWAE weights) would be wrong, so these estimators need the analytic KL."""
+    if cfg.prior_temperature < 0:
+        raise ConfigError(f"objective.prior_temperature must be > 0 (or 0: the posterior's "
+                          f"temperature), got {cfg.prior_temperature}")
     if not isinstance(estimator, GumbelSoftmax):
+        if cfg.kl == "relaxed":
+            raise ConfigError(f"objective.kl=relaxed is the KL of the Concrete relaxation, "
+                              f"which objective.estimator={estimator.name} does not train; "
+                              "use estimator=gumbel-softmax or straight-through, or "
+                              "objective.kl=auto")
         return
+    if cfg.kl == "relaxed" and cfg.free_bits > 0:
+        raise ConfigError("objective.free_bits needs the closed-form KL, not kl=relaxed; set "
+                          "objective.free_bits=0 or objective.kl=analytic")
     if cfg.kl == "mc":
         raise ConfigError(f"objective.kl=mc with objective.estimator={estimator.name}: the "
                           "discrete log q(z|x) and log p(z) are not defined at relaxed samples; "
@@ -270,6 +287,7 @@ class ConfiguredObjective(nn.Module):
         cfg = self.cfg
         if isinstance(self.estimator, GumbelSoftmax):
             self.estimator.temperature = self.temperature.at(progress.step)
+            self.estimator.prior_temperature = cfg.prior_temperature
         return self.fn(model, x, samples=cfg.samples, kl=cfg.kl,
                        beta=kl_weight(cfg, progress), free_bits=cfg.free_bits,
                        free_bits_groups=cfg.free_bits_groups, estimator=self.estimator)
@@ -281,7 +299,7 @@ def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = 
     is needed only by the nvil baseline, whose network reads x; ``discrete`` (the latent
     family's) picks the estimator for objective.estimator=auto."""
     _choice(cfg.name, OBJECTIVES, "objective.name")
-    _choice(cfg.kl, ("auto", "analytic", "mc"), "objective.kl")
+    _choice(cfg.kl, ("auto", "analytic", "mc", "relaxed"), "objective.kl")
     if cfg.samples < 1:
         raise ConfigError(f"objective.samples must be at least 1, got {cfg.samples}")
     if cfg.free_bits < 0 or cfg.free_bits_groups < 0:

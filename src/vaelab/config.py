@@ -56,7 +56,8 @@ class ModelConfig:
 class ObjectiveConfig:
     name: str = "elbo"  # elbo or iwae
     samples: int = 1  # K: Monte Carlo samples of z per datapoint
-    kl: str = "auto"  # auto (analytic where registered, else Monte Carlo), analytic, mc
+    kl: str = "auto"  # auto (analytic where registered, else Monte Carlo), analytic, mc,
+    # or relaxed (the Concrete relaxation's own KL; gumbel-softmax / straight-through only)
     beta: float = 1.0  # weight of the KL term after warm-up
     warmup_epochs: float = 0.0  # linear KL warm-up from 0 to beta over this many epochs
     free_bits: float = 0.0  # minimum KL in nats per latent dimension (0 = off)
@@ -70,6 +71,7 @@ class ObjectiveConfig:
     temperature_min: float = 0.5  # floor of the annealed temperature
     temperature_rate: float = 0.0  # r in tau = max(tau_min, tau0 exp(-r step)); 0 = constant
     temperature_every: int = 1000  # update the temperature every N steps
+    prior_temperature: float = 0.0  # kl=relaxed: the relaxed prior's temperature (0 = tau's)
 
 
 @dataclass

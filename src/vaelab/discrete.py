@@ -21,6 +21,8 @@ from torch.distributions import (
     RelaxedBernoulli,
     RelaxedOneHotCategorical,
 )
+from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
+from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], *, generator: torch.Generator | None = None,
@@ -81,19 +83,39 @@ def relax(q: Distribution, temperature: float | torch.Tensor) -> Distribution:
     Independent(OneHotCategorical(logits)) -> Independent(RelaxedOneHotCategorical(tau, logits))
     Independent(Bernoulli(logits)) -> Independent(RelaxedBernoulli(tau, logits)).
     """
+    return _relaxation(q, temperature, RelaxedOneHotCategorical, RelaxedBernoulli)
+
+
+def relax_in_log_space(q: Distribution, temperature: float | torch.Tensor) -> Distribution:
+    """The Concrete relaxation of a discrete q as a density in the space where it is
+    stable to evaluate (Maddison et al. 2017, appendix C): the logit of a relaxed bit
+    (``LogitRelaxedBernoulli``) or the log of a relaxed one-hot vector
+    (``ExpRelaxedCategorical``). :func:`from_log_space` maps its samples to those of
+    :func:`relax`. Used for the relaxed KL, log q(y) - log p(y) at the same y.
+    """
+    return _relaxation(q, temperature, ExpRelaxedCategorical, LogitRelaxedBernoulli)
+
+
+def _relaxation(q: Distribution, temperature: float | torch.Tensor, categorical_family,
+                bernoulli_family) -> Distribution:
     base = base_of(q)
     tau = torch.as_tensor(temperature, dtype=base.logits.dtype, device=base.logits.device)
     if isinstance(base, OneHotCategorical):
-        relaxed: Distribution = RelaxedOneHotCategorical(tau, logits=base.logits,
-                                                         validate_args=False)
+        relaxed: Distribution = categorical_family(tau, logits=base.logits,
+                                                   validate_args=False)
         ndims = len(q.event_shape) - 1
     elif isinstance(base, Bernoulli):
-        relaxed = RelaxedBernoulli(tau, logits=base.logits, validate_args=False)
+        relaxed = bernoulli_family(tau, logits=base.logits, validate_args=False)
         ndims = len(q.event_shape)
     else:
-        raise TypeError(f"relax needs a OneHotCategorical or Bernoulli posterior, "
-                        f"got {type(base).__name__}")
+        raise TypeError(f"a Concrete relaxation needs a OneHotCategorical or Bernoulli "
+                        f"distribution, got {type(base).__name__}")
     return Independent(relaxed, ndims, validate_args=False) if ndims > 0 else relaxed
+
+
+def from_log_space(y: torch.Tensor, categorical: bool) -> torch.Tensor:
+    """A relaxed sample from its log-space value: exp (one-hot) or sigmoid (bits)."""
+    return y.exp() if categorical else torch.sigmoid(y)
 
 
 def harden(soft: torch.Tensor, categorical: bool) -> torch.Tensor:

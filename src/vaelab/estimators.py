@@ -14,7 +14,15 @@ from torch import nn
 from torch.distributions import Distribution
 
 from vaelab.baselines import Baseline, LeaveOneOut
-from vaelab.discrete import base_of, is_categorical, is_discrete, relax, straight_through
+from vaelab.discrete import (
+    base_of,
+    from_log_space,
+    is_categorical,
+    is_discrete,
+    relax,
+    relax_in_log_space,
+    straight_through,
+)
 from vaelab.distributed import draw  # = q.rsample, but data-parallel runs match one process
 
 
@@ -56,8 +64,9 @@ class GumbelSoftmax(Pathwise):
     name = "gumbel-softmax"
     hard = False  # straight-through: forward the discrete value
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: float = 1.0, prior_temperature: float = 0.0):
         self.temperature = temperature
+        self.prior_temperature = prior_temperature  # relaxed KL only; 0 = the posterior's
 
     def check(self, q: Distribution) -> None:
         if not is_discrete(q):
@@ -70,6 +79,22 @@ class GumbelSoftmax(Pathwise):
         self.check(q)
         soft = draw(relax(q, self.temperature), (k,))  # (K, B, *latent), in the simplex
         return straight_through(soft, is_categorical(q)) if self.hard else soft
+
+    def sample_with_relaxed_kl(self, q: Distribution, p: Distribution, k: int
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z as :meth:`sample` draws it, and the relaxed KL's one-sample estimate
+        log q_tau(y) - log p_lambda(y) at the same log-space sample y (Maddison et al.
+        2017): the KL of the relaxed model, the one the decoder is trained on, instead of
+        the discrete model's. lambda = ``prior_temperature`` (0: tau). Shapes (K, B, *latent)
+        and (K, B)."""
+        self.check(q)
+        rq = relax_in_log_space(q, self.temperature)
+        rp = relax_in_log_space(p, self.prior_temperature or self.temperature)
+        y = draw(rq, (k,))
+        kl = rq.log_prob(y) - rp.log_prob(y)
+        soft = from_log_space(y, is_categorical(q))
+        z = straight_through(soft, is_categorical(q)) if self.hard else soft
+        return z, kl
 
 
 class StraightThrough(GumbelSoftmax):

@@ -31,8 +31,17 @@ class UnitNormal(Normal):
 def _kl_normal_unit(q: Normal, p: UnitNormal) -> torch.Tensor:
     """KL(N(m, s^2) || N(0, 1)) = (m^2 + s^2 - 1) / 2 - log s, elementwise."""
     kl = 0.5 * (q.loc.square() + q.scale.square() - 1) - q.scale.log()
-    shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+    shape = _broadcast_shapes(kl.shape, p.batch_shape)
     return kl if kl.shape == shape else kl.expand(shape)
+
+
+def _broadcast_shapes(a: torch.Size, b: torch.Size) -> torch.Size:
+    """``torch.broadcast_shapes(a, b)``, without its ~8 us of Python when b fits inside a
+    (the usual case: a (B, D) posterior against a (D,) prior)."""
+    if len(b) <= len(a) and all(n == 1 or n == m for m, n in zip(a[len(a) - len(b):], b,
+                                                                   strict=True)):
+        return a
+    return torch.broadcast_shapes(a, b)
 
 
 class NoClosedFormKL(ValueError):

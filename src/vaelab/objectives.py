@@ -65,6 +65,13 @@ def elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto", bet
     estimator = estimator or Pathwise()
     q = model.encode(x)
     p = model.prior()
+    if kl == "relaxed":  # the Concrete relaxation's own KL (gumbel-softmax estimators)
+        z, kl_samples = estimator.sample_with_relaxed_kl(q, p, samples)
+        log_px_z = model.decode(z).log_prob(x)  # (K, B)
+        loss = -(log_px_z - beta * kl_samples).mean()
+        rec, kl_value = log_px_z.mean(0), kl_samples.mean(0)
+        return ObjectiveOutput(loss=loss, bound=(rec - kl_value).detach(), rec=rec,
+                               kl=kl_value)
     z = estimator.sample(q, samples)  # (K, B, *latent)
     log_px_z = model.decode(z).log_prob(x)  # (K, B)
     needs_log_q = kl == "mc" or estimator.needs_log_q_gradient

@@ -161,6 +161,9 @@ class Trainer:
         self.on_step_end = on_step_end  # its non-empty returns go to record["step_records"]
         self.with_indices = with_indices  # batches are (idx, xb) (see StepFn)
         self.optimizer = make_optimizer(module, cfg.lr)
+        # the trained parameters, listed once: walking the module tree every step cost
+        # ~60 us (1-2% of a default-model step)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.state = TrainState()
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -205,7 +208,7 @@ class Trainer:
                               f"{', '.join(bad) or 'none (the loss itself)'}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        grads = [p.grad for p in self.params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads \
             else torch.zeros(())
         if not math.isfinite(norm.item()):  # before clipping, which would spread the NaN
