@@ -308,14 +308,19 @@ def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list
     """
     from dataclasses import replace
 
-    from vaelab.build import build_objective
+    from vaelab.build import build_objective, evaluation_kl
 
     discrete = bool(getattr(model.posterior, "discrete", False))
     event_shape = event_shape or tuple(x.shape[1:])
     log = log or (lambda _: None)
 
     def objective_for(v: Variant):
-        cfg = replace(base_cfg, estimator=v.estimator, baseline=v.baseline, samples=v.samples)
+        # a relaxed KL is only defined for the relaxed estimators; the others (and the
+        # reference) use the discrete model's exact KL
+        relaxed = v.estimator in ("gumbel-softmax", "straight-through")
+        kl = base_cfg.kl if relaxed else evaluation_kl(base_cfg)
+        cfg = replace(base_cfg, estimator=v.estimator, baseline=v.baseline, samples=v.samples,
+                      kl=kl)
         return build_objective(cfg, event_shape, discrete=discrete).to(x.dtype)
 
     ref_v = reference_variant(discrete, base_cfg.samples)

@@ -161,8 +161,8 @@ class Trainer:
         self.on_step_end = on_step_end  # its non-empty returns go to record["step_records"]
         self.with_indices = with_indices  # batches are (idx, xb) (see StepFn)
         self.optimizer = make_optimizer(module, cfg.lr)
-        # the trained parameters, listed once: walking the module tree every step cost
-        # ~60 us (1-2% of a default-model step)
+        # the trained parameters, listed once instead of walking the module tree every step
+        # (12 us of a 3-5 ms default-model step)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.state = TrainState()
