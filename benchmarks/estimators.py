@@ -6,8 +6,9 @@ discrete-categorical config): REINFORCE with the same baselines vs Gumbel-softma
 straight-through. Every run logs tr Cov of the gradient (encoder and decoder) every N steps
 (train.grad_variance_every), from D draws on the current batch.
 
-    python benchmarks/estimators.py --epochs 2 --tag short     # the short version
-    python benchmarks/estimators.py --epochs 30 --tag full     # the full comparison
+    python benchmarks/estimators.py --epochs 1 --every 50 --tag short    # the short version
+    python benchmarks/estimators.py --epochs 100 --every 500 --threads 1 --k 0 --tag full
+                                                        # the documented comparison, ~80 min
     python benchmarks/estimators.py --only gaussian --epochs 5
 
 Writes benchmarks/results/estimators-<tag>.json / .md and docs/figures/estimators-<tag>.png.
