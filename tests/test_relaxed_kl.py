@@ -17,6 +17,7 @@ from vaelab.build import build_model, build_objective
 from vaelab.config import Config, ConfigError, ModelConfig
 from vaelab.discrete import OneHot, from_log_space, relax, relax_in_log_space
 from vaelab.estimators import GumbelSoftmax, StraightThrough
+from vaelab.objectives import elbo
 
 EVENT = (1, 8, 8)
 
@@ -135,6 +136,14 @@ def test_bad_relaxed_kl_configs_name_the_fix(setting, match):
         setattr(cfg.objective, key, value)
     with pytest.raises(ConfigError, match=re.escape(match)):
         build_objective(cfg.objective, EVENT, discrete=True)
+
+
+def test_elbo_with_relaxed_kl_and_another_estimator_names_the_fix():
+    cfg = Config()
+    cfg.model = model_cfg()
+    model = build_model(cfg.model, EVENT)
+    with pytest.raises(ValueError, match=re.escape("kl='relaxed' needs a relaxed estimator")):
+        elbo(model, torch.zeros(2, *EVENT), kl="relaxed")
 
 
 def test_relaxed_kl_on_gaussian_latents_fails_clearly():

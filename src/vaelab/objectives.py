@@ -66,6 +66,10 @@ def elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto", bet
     q = model.encode(x)
     p = model.prior()
     if kl == "relaxed":  # the Concrete relaxation's own KL (gumbel-softmax estimators)
+        if not hasattr(estimator, "sample_with_relaxed_kl"):
+            raise ValueError(f"kl='relaxed' needs a relaxed estimator (GumbelSoftmax or "
+                             f"StraightThrough), got {type(estimator).__name__}; use "
+                             "kl='analytic' with it")
         z, kl_samples = estimator.sample_with_relaxed_kl(q, p, samples)
         log_px_z = model.decode(z).log_prob(x)  # (K, B)
         loss = -(log_px_z - beta * kl_samples).mean()
