@@ -309,6 +309,7 @@ def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list
     from dataclasses import replace
 
     from vaelab.build import build_objective, evaluation_kl
+    from vaelab.estimators import GumbelSoftmax, StraightThrough
 
     discrete = bool(getattr(model.posterior, "discrete", False))
     event_shape = event_shape or tuple(x.shape[1:])
@@ -317,7 +318,7 @@ def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list
     def objective_for(v: Variant):
         # a relaxed KL is only defined for the relaxed estimators; the others (and the
         # reference) use the discrete model's exact KL
-        relaxed = v.estimator in ("gumbel-softmax", "straight-through")
+        relaxed = v.estimator in (GumbelSoftmax.name, StraightThrough.name)
         kl = base_cfg.kl if relaxed else evaluation_kl(base_cfg)
         cfg = replace(base_cfg, estimator=v.estimator, baseline=v.baseline, samples=v.samples,
                       kl=kl)
