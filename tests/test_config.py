@@ -1,5 +1,7 @@
 """Config files and overrides: types, unknown keys with suggestions, round trips."""
 
+from pathlib import Path
+
 import pytest
 
 from vaelab.config import Config, ConfigError, config_from_dict, load_config, parse_override
@@ -54,3 +56,11 @@ def test_defaults_are_the_documented_default_model():
     cfg = Config()
     assert cfg.data.name == "mnist" and cfg.model.likelihood == "bernoulli"
     assert cfg.model.latent == "gaussian" and cfg.objective.name == "elbo"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """A typo in a shipped config's keys or types fails here, not in a user's first run."""
+    cfg = load_config(path)
+    assert cfg.train.epochs >= 1

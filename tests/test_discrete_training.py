@@ -19,6 +19,7 @@ from vaelab.config import Config, ConfigError, ModelConfig, ObjectiveConfig
 from vaelab.estimators import EstimatorError, GumbelSoftmax, Pathwise, StraightThrough
 from vaelab.kl import NoClosedFormKL, kl_term
 from vaelab.priors import BernoulliPrior, CategoricalPrior
+from vaelab.runs import RunError
 from vaelab.temperature import TemperatureSchedule, TemperatureWarning
 from vaelab.train import Progress
 
@@ -225,6 +226,35 @@ def test_fit_bernoulli_straight_through_with_learned_prior(tiny_npz, tmp_path):
     assert logits.abs().max() > 0  # trained and saved with the run
     summary = json.loads((run.path / "summary.json").read_text())
     assert "straight-through" in summary["objective_audit"]["latent"]
+
+
+def test_init_from_continues_another_runs_weights_under_another_estimator(tiny_npz, tmp_path):
+    """Relaxed training, then an unbiased estimator from its weights (docs/discrete.md):
+    with a vanishing learning rate the second run ends where the first left off."""
+    first = fit(tiny_config(tiny_npz), out=tmp_path / "relaxed", pictures=False)
+    cfg = tiny_config(tiny_npz, estimator="score-function", baseline="leave-one-out", samples=2)
+    cfg.train.init_from, cfg.train.epochs, cfg.train.lr = str(first.path), 1, 1e-12
+    second = fit(cfg, out=tmp_path / "unbiased", pictures=False)
+    torch.testing.assert_close(second.model.state_dict(), first.model.state_dict(),
+                               rtol=0, atol=1e-9)
+    assert load_run(second.path).config.train.init_from == str(first.path)  # recorded
+    cfg.train.init_from = ""
+    fresh = fit(cfg, out=tmp_path / "fresh", pictures=False)
+    flat = torch.nn.utils.parameters_to_vector
+    assert not torch.allclose(flat(fresh.model.parameters()), flat(first.model.parameters()))
+
+
+def test_init_from_a_different_model_or_no_run_fails_before_writing(tiny_npz, tmp_path):
+    first = fit(tiny_config(tiny_npz), out=tmp_path / "first", pictures=False)
+    cfg = tiny_config(tiny_npz)
+    cfg.model.latent_dim = 3
+    cfg.train.init_from = str(first.path)
+    with pytest.raises(RunError, match="do not fit this model.*same \\[model\\] section"):
+        fit(cfg, out=tmp_path / "second", pictures=False)
+    cfg.train.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(RunError, match="not a vaelab run folder"):
+        fit(cfg, out=tmp_path / "second", pictures=False)
+    assert not (tmp_path / "second").exists()
 
 
 def test_fit_warns_when_annealing_cannot_finish(tiny_npz, tmp_path):

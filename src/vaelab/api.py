@@ -188,6 +188,8 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
     model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
                         data_x=train.x)
+    if config.train.init_from and resume is None:
+        warm_start(model, config.train.init_from)
     objective = build_objective(config.objective, train.event_shape,
                                 discrete=model.posterior.discrete)
     check_estimator(config.objective, model)
@@ -294,6 +296,30 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
 
         write_report(run_dir.path)
     return run
+
+
+def warm_start(model: VAE, source: str | Path) -> None:
+    """Load another run's model weights into ``model`` (``train.init_from``).
+
+    Only the weights: the optimizer, step count, temperature schedule and any trained
+    baseline start afresh, so a run can continue another under a different objective or
+    estimator (e.g. fine-tune a relaxed model with an unbiased estimator of the discrete ELBO).
+    """
+    run_dir = RunDir(source)
+    if not run_dir.config_path.is_file():
+        raise RunError(f"train.init_from={source} is not a vaelab run folder (no config.toml); "
+                       "train that run first, or --set train.init_from=RUN with a run folder")
+    path = run_dir.best_checkpoint if run_dir.best_checkpoint.is_file() else run_dir.last_checkpoint
+    if not path.is_file():
+        raise RunError(f"train.init_from={source} has no checkpoint yet; train it first or "
+                       "point train.init_from at a finished run")
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise RunError(f"train.init_from={source}: its weights do not fit this model "
+                       f"({str(err).splitlines()[0].rstrip(':.')}); use the same [model] "
+                       "section as that run") from None
 
 
 def posterior_snapshots(config: Config, run_dir: RunDir):

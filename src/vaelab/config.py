@@ -96,6 +96,7 @@ class TrainConfig:
     precision: str = "float32"  # float32, or bf16 (networks autocast in training; eval fp32)
     compile: bool = False  # torch.compile the encoder and decoder for training
     device: str = "auto"  # auto (CUDA when present, one GPU per rank), cpu, cuda
+    init_from: str = ""  # start from this run folder's best model weights (fresh optimizer)
     inference: str = "amortized"  # q(z|x): amortized, semi-amortized, mean-field (train_modes.py)
     refine_steps: int = 5  # semi-amortized: SGD steps on the encoder's output per training step
     refine_lr: float = 0.01  # semi-amortized: step size of those SGD steps
