@@ -193,6 +193,7 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
     objective = build_objective(config.objective, train.event_shape,
                                 discrete=model.posterior.discrete)
     check_estimator(config.objective, model)
+    objective.fused = objective.fused and config.train.fused
     if objective.relaxed:  # warn now when annealing cannot reach its floor within training
         steps_per_epoch = -(-train.x.shape[0] // config.train.batch_size)  # ceil
         objective.temperature.check_reaches_floor(config.train.epochs * steps_per_epoch)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.distributions import Independent
 
+from vaelab import distributed
 from vaelab.baselines import BASELINES, build_baseline
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
-from vaelab.estimators import ESTIMATORS, GumbelSoftmax, ScoreFunction
+from vaelab.estimators import ESTIMATORS, GumbelSoftmax, Pathwise, ScoreFunction
+from vaelab.fused_elbo import FusedPlan, fused_applies, fused_gaussian_bernoulli_elbo, fused_plan
 from vaelab.latents import FAMILIES, LatentFamily
 from vaelab.likelihoods import (
     BernoulliLikelihood,
@@ -277,6 +280,11 @@ class ConfiguredObjective(nn.Module):
         self.fn = OBJECTIVES[cfg.name]
         self.estimator = estimator  # registered as a submodule when it is an nn.Module
         self.temperature = temperature_schedule(cfg)  # tau(step) for relaxed estimators
+        # the one-node ELBO of the MLP Gaussian-Bernoulli VAE (fused_elbo.py), where it applies
+        self.fused = (cfg.name == "elbo" and cfg.samples == 1 and cfg.kl in ("auto", "analytic")
+                      and cfg.free_bits == 0 and type(estimator) is Pathwise)
+        self._plans: weakref.WeakKeyDictionary[VAE, FusedPlan | None] = \
+            weakref.WeakKeyDictionary()  # each model's, found at its first step
 
     @property
     def relaxed(self) -> bool:
@@ -288,9 +296,25 @@ class ConfiguredObjective(nn.Module):
         if isinstance(self.estimator, GumbelSoftmax):
             self.estimator.temperature = self.temperature.at(progress.step)
             self.estimator.prior_temperature = cfg.prior_temperature
+        if self.fused and fused_applies(x):
+            if model not in self._plans:
+                self._plans[model] = fused_plan(model)
+            plan = self._plans[model]
+            if plan is not None:
+                return self._fused_elbo(plan, x, kl_weight(cfg, progress))
         return self.fn(model, x, samples=cfg.samples, kl=cfg.kl,
                        beta=kl_weight(cfg, progress), free_bits=cfg.free_bits,
                        free_bits_groups=cfg.free_bits_groups, estimator=self.estimator)
+
+
+    @staticmethod
+    def _fused_elbo(plan: FusedPlan, x: torch.Tensor, beta: float) -> ObjectiveOutput:
+        shard = distributed.current_shard()  # the noise Pathwise would draw (distributed.draw)
+        b = x.shape[0]
+        eps = torch.randn(b, plan.latent_dim) if shard.world == 1 else \
+            torch.randn(shard.world, b, plan.latent_dim)[shard.rank]
+        loss, rec, kl = fused_gaussian_bernoulli_elbo(plan, x, eps, beta)
+        return ObjectiveOutput(loss=loss, bound=rec - kl, rec=rec, kl=kl)
 
 
 def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,

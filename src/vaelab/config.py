@@ -95,6 +95,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest step-numbered checkpoints kept besides last.pt/best.pt
     precision: str = "float32"  # float32, or bf16 (networks autocast in training; eval fp32)
     compile: bool = False  # torch.compile the encoder and decoder for training
+    fused: bool = True  # MLP Gaussian-Bernoulli VAE: its ELBO as one autograd node (fused_elbo.py)
     device: str = "auto"  # auto (CUDA when present, one GPU per rank), cpu, cuda
     init_from: str = ""  # start from this run folder's best model weights (fresh optimizer)
     inference: str = "amortized"  # q(z|x): amortized, semi-amortized, mean-field (train_modes.py)

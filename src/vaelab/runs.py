@@ -118,7 +118,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 # Keys that change how a run executes, not what it computes, so they may differ on resume;
 # train.epochs too: raising it in config.toml and resuming extends a finished run.
 RUNTIME_KEYS = {"train": {"epochs", "progress", "threads", "time_limit_minutes", "device",
-                          "checkpoint_every_steps", "keep_checkpoints"}}
+                          "checkpoint_every_steps", "keep_checkpoints", "fused"}}
 UNCHECKED_SECTIONS = {"eval"}  # evaluation settings do not touch training
 
 

@@ -1,0 +1,182 @@
+"""The ELBO of the common MLP VAE as one autograd node with a hand-derived backward pass.
+
+Which model: ReLU MLP encoder -> diagonal Gaussian q(z|x) (softplus scale), N(0, I) prior,
+ReLU MLP decoder -> Bernoulli p(x|z) on logits; one pathwise sample per datapoint and the
+analytic KL. That is vaelab's default model and the one most people train.
+
+Why: on the CPU, a default training step spends about as long outside its matrix products
+as in them (``benchmarks/step_anatomy.py``): some 60 small kernels, each with autograd
+bookkeeping, and the Python of modules and distributions. Here the forward pass is 20-odd
+kernels (ReLU fused into oneDNN's GEMMs) and the backward pass a straight list of them, with
+no per-op graph. Same numbers as the general path (``objectives.elbo``) to float32 rounding,
+and the same random draws, so a run does not change when the fused path switches on or off
+(``tests/test_fused_elbo.py``). It is used only where it applies (:func:`fused_plan`);
+``train.fused=false`` switches it off.
+
+The gradients, with c = dL/dloss / B, l the decoder's logits, z = mu + s * eps and
+s = softplus(r) + MIN_SCALE:
+  dL/dl = c (sigmoid(l) - x)                           (-log Bernoulli(x; l))
+  dL/dmu = dL/dz + c beta mu                           (KL = (mu^2 + s^2 - 1)/2 - log s)
+  dL/ds = dL/dz * eps + c beta (s - 1/s);  dL/dr = dL/ds * sigmoid(r)
+and for each linear layer y = a W^T + b (then ReLU, except the last):
+  g = dL/dy (times [y > 0] after a ReLU);  dW = g^T a;  db = sum_rows g;  dL/da = g W.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaelab import fastlinear
+from vaelab.latents import MIN_SCALE, DiagonalGaussian
+from vaelab.likelihoods import BernoulliLikelihood
+from vaelab.model import VAE
+from vaelab.networks import MLPDecoder, MLPEncoder
+from vaelab.priors import StandardNormal
+
+
+@dataclass(frozen=True)
+class FusedPlan:
+    """The linear layers of a model the fused ELBO applies to."""
+
+    encoder: tuple[nn.Linear, ...]
+    decoder: tuple[nn.Linear, ...]
+    latent_dim: int
+
+
+def _relu_mlp_layers(net: nn.Module) -> tuple[nn.Linear, ...] | None:
+    """The Linear layers of Linear, ReLU, ..., Linear (vaelab's ``mlp`` with relu), else None."""
+    if not isinstance(net, nn.Sequential) or len(net) % 2 == 0:
+        return None
+    layers = list(net)
+    linears = layers[0::2]
+    if not all(type(m) is fastlinear.Linear for m in linears):
+        return None
+    if not all(type(m) is nn.ReLU for m in layers[1::2]):
+        return None
+    return tuple(linears)
+
+
+def _plain(module: nn.Module) -> bool:
+    """No hooks and no replaced forward (``speed.accelerate`` wraps bf16 / compile so)."""
+    return all(not m._forward_hooks and not m._forward_pre_hooks and "forward" not in vars(m)
+               for m in module.modules())
+
+
+def fused_plan(model: VAE) -> FusedPlan | None:
+    """The layers to run fused when ``model`` is the MLP Gaussian-Bernoulli VAE, else None."""
+    if not (type(model.encoder) is MLPEncoder and type(model.decoder) is MLPDecoder
+            and type(model.posterior) is DiagonalGaussian
+            and type(model.prior_module) is StandardNormal
+            and type(model.likelihood) is BernoulliLikelihood
+            and model.decoder.k == 1 and _plain(model)):
+        return None
+    encoder = _relu_mlp_layers(model.encoder.net)
+    decoder = _relu_mlp_layers(model.decoder.net)
+    if encoder is None or decoder is None:
+        return None
+    return FusedPlan(encoder, decoder, model.posterior.latent_shape[0])
+
+
+def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool
+            ) -> torch.Tensor:
+    if fastlinear.ENABLED and a.dtype == torch.float32 and a.device.type == "cpu":
+        return fastlinear._OP(a, weight, bias, "relu" if relu else "none", [], "")
+    out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
+    return F.relu(out) if relu else out
+
+
+def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b^T (either a strided view)."""
+    if fastlinear.ENABLED and a.dtype == torch.float32 and a.device.type == "cpu":
+        return fastlinear._mm_t(a, b)
+    return a @ b.t()
+
+
+def _mlp_forward(a: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each layer's input, then the output: [a, h1, ..., out]."""
+    acts = [a]
+    n = len(params) // 2
+    for i in range(n):
+        acts.append(_linear(acts[-1], params[2 * i], params[2 * i + 1], relu=i < n - 1))
+    return acts
+
+
+def _mlp_backward(g: torch.Tensor, inputs: list[torch.Tensor], params: list[torch.Tensor],
+                  input_grad: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Parameter gradients (W1, b1, W2, ...) and dL/d(input) from g = dL/d(output);
+    ``inputs`` are the layers' inputs, so layer i's ReLU output is ``inputs[i + 1]``."""
+    n = len(params) // 2
+    grads: list[torch.Tensor] = [torch.empty(0)] * (2 * n)
+    for i in reversed(range(n)):
+        if i < n - 1:
+            g = g * (inputs[i + 1] > 0)  # through the ReLU
+        grads[2 * i] = _mm_t(g.t(), inputs[i].t())
+        grads[2 * i + 1] = g.sum(0)
+        if i > 0 or input_grad:
+            g = _mm_t(g, params[2 * i].t())
+    return grads, (g if input_grad else None)
+
+
+class _FusedGaussianBernoulliElbo(torch.autograd.Function):
+    """(x, eps, beta, encoder layers' count, *encoder params, *decoder params) ->
+    (loss, rec, kl); rec and kl (B,) are not differentiable outputs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: torch.Tensor, beta: float, n_encoder: int,
+                *params: torch.Tensor):
+        enc_params, dec_params = list(params[:n_encoder]), list(params[n_encoder:])
+        d = eps.shape[1]
+        enc = _mlp_forward(x, enc_params)
+        mu, raw = enc[-1][:, :d], enc[-1][:, d:]
+        scale = F.softplus(raw).add_(MIN_SCALE)
+        z = torch.addcmul(mu, scale, eps)
+        dec = _mlp_forward(z, dec_params)
+        logits = dec[-1]
+        rec = (x * logits).sub_(F.softplus(logits)).sum(1)
+        kl = (0.5 * (mu.square() + scale.square() - 1)).sub_(scale.log()).sum(1)
+        loss = (beta * kl - rec).mean()
+        ctx.beta, ctx.n_encoder = beta, n_encoder
+        ctx.save_for_backward(eps, mu, raw, scale, *enc[:-1], *dec[:-1], logits, *params)
+        ctx.n_enc_acts, ctx.n_dec_acts = len(enc) - 1, len(dec) - 1
+        ctx.mark_non_differentiable(rec, kl)
+        return loss, rec, kl
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor, _grad_rec, _grad_kl):
+        saved = list(ctx.saved_tensors)
+        eps, mu, raw, scale = saved[:4]
+        enc_acts = saved[4:4 + ctx.n_enc_acts]
+        dec_acts = saved[4 + ctx.n_enc_acts:4 + ctx.n_enc_acts + ctx.n_dec_acts]
+        logits = saved[4 + ctx.n_enc_acts + ctx.n_dec_acts]
+        params = saved[5 + ctx.n_enc_acts + ctx.n_dec_acts:]
+        enc_params, dec_params = params[:ctx.n_encoder], params[ctx.n_encoder:]
+        x = enc_acts[0]
+        c = grad_loss / x.shape[0]
+        cb = c * ctx.beta
+        g_logits = torch.sigmoid(logits).sub_(x).mul_(c)
+        dec_grads, g_z = _mlp_backward(g_logits, dec_acts, dec_params, input_grad=True)
+        g_mu = g_z + cb * mu
+        g_scale = torch.addcmul(cb * (scale - scale.reciprocal()), g_z, eps)
+        g_raw = g_scale.mul_(torch.sigmoid(raw))
+        enc_grads, _ = _mlp_backward(torch.cat([g_mu, g_raw], 1), enc_acts, enc_params,
+                                     input_grad=False)
+        return (None, None, None, None, *enc_grads, *dec_grads)
+
+
+def fused_gaussian_bernoulli_elbo(plan: FusedPlan, x: torch.Tensor, eps: torch.Tensor,
+                                  beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, rec, kl) of the model ``plan`` describes at data x (B, ...) and noise eps (B, d):
+    loss = mean_b(beta KL_b - rec_b), as ``objectives.elbo`` with one sample."""
+    params = [t for layer in (*plan.encoder, *plan.decoder) for t in (layer.weight, layer.bias)]
+    return _FusedGaussianBernoulliElbo.apply(x.reshape(x.shape[0], -1), eps, float(beta),
+                                             2 * len(plan.encoder), *params)
+
+
+def fused_applies(x: torch.Tensor) -> bool:
+    """The run-time conditions: a float32 CPU batch, gradients on, no autocast, not traced."""
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
