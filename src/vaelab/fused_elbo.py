@@ -113,7 +113,7 @@ def _mlp_backward(g: torch.Tensor, inputs: list[torch.Tensor], params: list[torc
     grads: list[torch.Tensor] = [torch.empty(0)] * (2 * n)
     for i in reversed(range(n)):
         if i < n - 1:
-            g = g * (inputs[i + 1] > 0)  # through the ReLU
+            g = torch.ops.aten.threshold_backward(g, inputs[i + 1], 0)  # through the ReLU
         grads[2 * i] = _mm_t(g.t(), inputs[i].t())
         grads[2 * i + 1] = g.sum(0)
         if i > 0 or input_grad:
