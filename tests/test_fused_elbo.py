@@ -76,6 +76,14 @@ def test_fused_gradients_match_finite_differences_in_float64():
     assert torch.autograd.gradcheck(loss, params, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+def test_fused_refuses_double_backward():
+    model, objective = make([16])
+    loss = objective(model, batch(), START).loss
+    grads = torch.autograd.grad(loss, list(model.parameters()), create_graph=True)
+    with pytest.raises(RuntimeError, match="twice|does not require grad"):
+        torch.autograd.grad(sum(g.sum() for g in grads), list(model.parameters()))
+
+
 def test_fused_draws_the_noise_of_each_shard():
     """Under data parallelism each rank's datapoints get the noise of a 1-process run."""
     model, objective = make([16])
@@ -108,10 +116,15 @@ def test_other_models_and_objectives_take_the_general_path(change):
     assert "Fused" not in type(out.loss.grad_fn).__name__
 
 
-def test_no_fusion_without_gradients_or_under_bf16():
+def test_no_fusion_without_gradients_for_the_data_or_under_bf16():
     model, objective = make([16])
     with torch.no_grad():
         assert objective(model, batch(), START).loss.grad_fn is None
+    x = batch().requires_grad_()  # d loss / d x: the fused node gives no input gradient
+    out = objective(model, x, START)
+    assert "Fused" not in type(out.loss.grad_fn).__name__
+    out.loss.backward()
+    assert x.grad is not None
     accelerate([model.encoder, model.decoder], precision="bf16")
     out = objective(model, batch(), START)
     assert "Fused" not in type(out.loss.grad_fn).__name__

@@ -306,7 +306,6 @@ class ConfiguredObjective(nn.Module):
                        beta=kl_weight(cfg, progress), free_bits=cfg.free_bits,
                        free_bits_groups=cfg.free_bits_groups, estimator=self.estimator)
 
-
     @staticmethod
     def _fused_elbo(plan: FusedPlan, x: torch.Tensor, beta: float) -> ObjectiveOutput:
         shard = distributed.current_shard()  # the noise Pathwise would draw (distributed.draw)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from vaelab import fastlinear
 from vaelab.latents import MIN_SCALE, DiagonalGaussian
@@ -146,6 +147,7 @@ class _FusedGaussianBernoulliElbo(torch.autograd.Function):
         return loss, rec, kl
 
     @staticmethod
+    @once_differentiable  # no double backward: a clear error instead of wrong gradients
     def backward(ctx, grad_loss: torch.Tensor, _grad_rec, _grad_kl):
         saved = list(ctx.saved_tensors)
         eps, mu, raw, scale = saved[:4]
@@ -177,6 +179,8 @@ def fused_gaussian_bernoulli_elbo(plan: FusedPlan, x: torch.Tensor, eps: torch.T
 
 
 def fused_applies(x: torch.Tensor) -> bool:
-    """The run-time conditions: a float32 CPU batch, gradients on, no autocast, not traced."""
-    return (x.dtype == torch.float32 and x.device.type == "cpu" and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+    """The run-time conditions: a float32 CPU batch that needs no gradient of its own,
+    gradients on, no autocast, not traced."""
+    return (x.dtype == torch.float32 and x.device.type == "cpu" and not x.requires_grad
+            and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
