@@ -110,9 +110,9 @@ def tiny_data(path: Path) -> Path:
     return path
 
 
-def settings(data: Path) -> list[str]:
+def settings(data: Path, samples: int = 2) -> list[str]:
     values = {"data.name": str(data), "model.hidden": "[8]", "model.latent_dim": 2,
-              "objective.samples": 2, "train.batch_size": 16, "train.epochs": 2,
+              "objective.samples": samples, "train.batch_size": 16, "train.epochs": 2,
               "train.threads": 1, "train.progress": "false", "eval.iw_samples": 4,
               # mid-epoch checkpoints: the ranks' partial metric sums are merged there
               "train.checkpoint_every_steps": 3}
@@ -127,11 +127,13 @@ def one_thread():
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run_equals_one_process_run(tmp_path, one_thread):
-    """Dynamic binarization and K=2 sampled z included: each rank draws the global batch's
-    noise and keeps its slice, so the runs agree up to float summation order."""
+@pytest.mark.parametrize("samples", [2, 1], ids=["K=2", "K=1-fused-elbo"])
+def test_two_process_gloo_run_equals_one_process_run(tmp_path, one_thread, samples):
+    """Dynamic binarization and sampled z included: each rank draws the global batch's
+    noise and keeps its slice, so the runs agree up to float summation order. K=1 trains
+    through the fused ELBO (fused_elbo.py), whose gradients DDP must average too."""
     data = tiny_data(tmp_path / "tiny.npz")
-    sets = settings(data)
+    sets = settings(data, samples)
     two = tmp_path / "two"
     env = dict(os.environ, PYTHONPATH=SRC)
     command = [sys.executable, "-m", "vaelab", "train", "--nproc", "2", "--out", str(two),
