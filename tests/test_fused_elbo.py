@@ -19,9 +19,9 @@ from vaelab.train import Progress
 EVENT = (1, 6, 6)
 
 
-def make(hidden: list[int], **objective):
+def make(hidden: list[int], activation: str = "relu", **objective):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(latent_dim=3, hidden=hidden), EVENT)
+    model = build_model(ModelConfig(latent_dim=3, hidden=hidden, activation=activation), EVENT)
     return model, build_objective(ObjectiveConfig(**objective), EVENT)
 
 
@@ -43,9 +43,10 @@ def run(model, objective, x, *, fused: bool, progress: Progress = START):
     return out, grads
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("hidden", [[], [16], [16, 8]], ids=["linear", "one", "two"])
-def test_fused_equals_autograd_through_the_general_path(hidden):
-    model, objective = make(hidden, warmup_epochs=2.0)  # beta = 0.25 at epoch 0.5
+def test_fused_equals_autograd_through_the_general_path(hidden, activation):
+    model, objective = make(hidden, activation, warmup_epochs=2.0)  # beta 0.25 at epoch 0.5
     x = batch()
     progress = Progress(step=3, epoch=0.5)
     fused, fused_grads = run(model, objective, x, fused=True, progress=progress)
@@ -61,9 +62,10 @@ def test_fused_equals_autograd_through_the_general_path(hidden):
                                    atol=1e-6, msg=name)
 
 
-def test_fused_gradients_match_finite_differences_in_float64():
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_fused_gradients_match_finite_differences_in_float64(activation):
     """The hand-derived backward pass, checked without the general path at all."""
-    model, _ = make([5])
+    model, _ = make([5, 4], activation)
     model.double()
     plan = fused_plan(model)
     x = batch(4).double()
@@ -100,7 +102,7 @@ def test_fused_draws_the_noise_of_each_shard():
     {"objective": {"kl": "mc"}},
     {"objective": {"name": "iwae", "samples": 2}},
     {"objective": {"estimator": "score-function"}},
-    {"model": {"activation": "tanh"}},
+    {"model": {"activation": "elu"}},
     {"model": {"likelihood": "gaussian"}},
     {"model": {"prior": "mixture"}},
     {"model": {"latent": "gaussian-full"}},
