@@ -4,6 +4,8 @@ with it on and off."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -138,6 +140,9 @@ def test_a_run_trains_the_same_with_the_fused_path_on_or_off(tmp_path):
     for fused in (True, False):
         config = tiny_config(data, "train.epochs=2", f"train.fused={str(fused).lower()}")
         runs[fused] = fit(config, out=tmp_path / f"fused-{fused}", pictures=False)
+    for fused, run in runs.items():
+        step = json.loads((run.path / "summary.json").read_text())["training_step"]
+        assert step.startswith("fused ELBO") == fused
     on, off = runs[True].model.state_dict(), runs[False].model.state_dict()
     for name in off:
         torch.testing.assert_close(on[name], off[name], rtol=1e-3, atol=1e-4, msg=name)

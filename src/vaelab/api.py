@@ -291,6 +291,9 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
                    meta={"event_shape": list(train.event_shape)})
     run = load_run(run_dir.path)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
+    summary["training_step"] = ("fused ELBO (src/vaelab/fused_elbo.py, train.fused)"
+                                if objective.trains_fused(model) else
+                                "autograd through the model's modules and distributions")
     run_dir.write_json("summary.json", summary)
     if pictures:
         from vaelab.report import write_report

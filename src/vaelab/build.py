@@ -306,6 +306,10 @@ class ConfiguredObjective(nn.Module):
                        beta=kl_weight(cfg, progress), free_bits=cfg.free_bits,
                        free_bits_groups=cfg.free_bits_groups, estimator=self.estimator)
 
+    def trains_fused(self, model: VAE) -> bool:
+        """Whether the training steps so far ran ``model`` through the fused ELBO."""
+        return self.fused and self._plans.get(model) is not None
+
     @staticmethod
     def _fused_elbo(plan: FusedPlan, x: torch.Tensor, beta: float) -> ObjectiveOutput:
         shard = distributed.current_shard()  # the noise Pathwise would draw (distributed.draw)
