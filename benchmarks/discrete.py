@@ -1,13 +1,13 @@
 """Discrete latents on binarized MNIST against Jang et al. 2017, table 1 (test -ELBO).
 
-Trains the three configs with the `vaelab train` command line, then tabulates the test
+Trains the configs with the `vaelab train` command line, then tabulates the test
 negative ELBO of the *discrete* model (hard samples, exact KL), the importance-sampled
 test NLL, training time and images/s:
 
-    python benchmarks/discrete.py                      # the full runs (100 epochs each)
+    python benchmarks/discrete.py                      # the full runs (the configs' epochs)
     python benchmarks/discrete.py --epochs 1 --k 100   # a short check that it all works
     python benchmarks/discrete.py --only st --epochs 20
-    python benchmarks/discrete.py --only bernoulli --epochs 300 --threads 1
+    python benchmarks/discrete.py --only bernoulli --threads 1          # 300 epochs
     python benchmarks/discrete.py --only bernoulli-unbiased --threads 1   # starts from that run
 
 Writes benchmarks/results/discrete.json and discrete.md (``--tag`` adds a suffix).
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--only", action="append", choices=list(RUNS),
                         help="run only these (repeatable), in this order; default all")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="override train.epochs (default: the configs' 100)")
+                        help="override train.epochs of every run (default: each config's)")
     parser.add_argument("--k", type=int, default=1000, help="importance samples, test NLL")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
