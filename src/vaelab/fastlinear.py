@@ -35,6 +35,11 @@ def _onednn_available() -> bool:
 ENABLED = os.environ.get("VAELAB_MATMUL", "onednn") != "default" and _onednn_available()
 
 
+def onednn_for(t: torch.Tensor) -> bool:
+    """Whether products with ``t`` run on oneDNN: float32 on the CPU, the op available."""
+    return ENABLED and t.dtype == torch.float32 and t.device.type == "cpu"
+
+
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b^T on oneDNN (a: (M, K), b: (N, K), either may be a strided view)."""
     return _OP(a, b, None, "none", [], "")
@@ -72,8 +77,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear`` with oneDNN GEMMs for float32 CPU tensors."""
-    if (ENABLED and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.device.type == "cpu" and x.dim() >= 2 and x.numel() > 0
+    if (onednn_for(x) and weight.dtype == torch.float32 and x.dim() >= 2 and x.numel() > 0
             and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling()):  # compiled graphs: inductor picks kernels
         return _OneDNNLinear.apply(x, weight, bias)

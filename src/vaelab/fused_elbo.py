@@ -95,7 +95,7 @@ def fused_plan(model: VAE) -> FusedPlan | None:
 def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
             ) -> torch.Tensor:
     """act(a W^T + b), act one of none, relu, tanh."""
-    if fastlinear.ENABLED and a.dtype == torch.float32 and a.device.type == "cpu":
+    if fastlinear.onednn_for(a):
         return fastlinear._OP(a, weight, bias, act, [], "")
     out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
     return {"none": out, "relu": F.relu(out), "tanh": torch.tanh(out)}[act]
@@ -103,9 +103,9 @@ def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b^T (either a strided view)."""
-    if fastlinear.ENABLED and a.dtype == torch.float32 and a.device.type == "cpu":
+    if fastlinear.onednn_for(a):
         return fastlinear._mm_t(a, b)
-    return a @ b.t()
+    return fastlinear._mm_t_differentiable(a, b)
 
 
 def _mlp_forward(a: torch.Tensor, params: list[torch.Tensor], act: str) -> list[torch.Tensor]:
