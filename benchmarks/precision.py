@@ -39,6 +39,7 @@ from vaelab.train import Progress, make_optimizer
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = {  # name: overrides
     "float32": [],
+    "float32, general path": ["train.fused=false"],  # autograd instead of the fused ELBO
     "bf16": ["train.precision=bf16"],
     "float32 + compile": ["train.compile=true"],
     "bf16 + compile": ["train.precision=bf16", "train.compile=true"],
@@ -72,7 +73,7 @@ def step_runner(extra: list[str], x: torch.Tensor, batch: int):
     config = load_config(overrides=extra)
     torch.manual_seed(0)
     model = build_model(config.model, tuple(x.shape[1:]), data_mean=x.mean(0))
-    objective = build_objective(config.objective, tuple(x.shape[1:]))
+    objective = build_objective(config.objective, tuple(x.shape[1:]), fused=config.train.fused)
     accelerate([model.encoder, model.decoder], precision=config.train.precision,
                compile=config.train.compile)
     optimizer = make_optimizer(nn.ModuleList([model, objective]), config.train.lr)

@@ -191,9 +191,8 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
     if config.train.init_from and resume is None:
         warm_start(model, config.train.init_from)
     objective = build_objective(config.objective, train.event_shape,
-                                discrete=model.posterior.discrete)
+                                discrete=model.posterior.discrete, fused=config.train.fused)
     check_estimator(config.objective, model)
-    objective.fused = objective.fused and config.train.fused
     if objective.relaxed:  # warn now when annealing cannot reach its floor within training
         steps_per_epoch = -(-train.x.shape[0] // config.train.batch_size)  # ceil
         objective.temperature.check_reaches_floor(config.train.epochs * steps_per_epoch)

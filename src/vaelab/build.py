@@ -274,15 +274,17 @@ class ConfiguredObjective(nn.Module):
     and running statistics) is optimised and checkpointed with it.
     """
 
-    def __init__(self, cfg: ObjectiveConfig, estimator):
+    def __init__(self, cfg: ObjectiveConfig, estimator, fused: bool = True):
         super().__init__()
         self.cfg = cfg
         self.fn = OBJECTIVES[cfg.name]
         self.estimator = estimator  # registered as a submodule when it is an nn.Module
         self.temperature = temperature_schedule(cfg)  # tau(step) for relaxed estimators
         # the one-node ELBO of the MLP Gaussian-Bernoulli VAE (fused_elbo.py), where it applies
-        self.fused = (cfg.name == "elbo" and cfg.samples == 1 and cfg.kl in ("auto", "analytic")
-                      and cfg.free_bits == 0 and type(estimator) is Pathwise)
+        # (train.fused = ``fused``); its run-time conditions are checked at each call
+        self.fused = (fused and cfg.name == "elbo" and cfg.samples == 1
+                      and cfg.kl in ("auto", "analytic") and cfg.free_bits == 0
+                      and type(estimator) is Pathwise)
         self._plans: weakref.WeakKeyDictionary[VAE, FusedPlan | None] = \
             weakref.WeakKeyDictionary()  # each model's, found at its first step
 
@@ -321,10 +323,11 @@ class ConfiguredObjective(nn.Module):
 
 
 def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,
-                    discrete: bool = False) -> ConfiguredObjective:
+                    discrete: bool = False, fused: bool = True) -> ConfiguredObjective:
     """``objective(model, x, progress) -> ObjectiveOutput``; ``event_shape`` (the data's)
     is needed only by the nvil baseline, whose network reads x; ``discrete`` (the latent
-    family's) picks the estimator for objective.estimator=auto."""
+    family's) picks the estimator for objective.estimator=auto; ``fused`` (train.fused)
+    allows the fused ELBO where it applies."""
     _choice(cfg.name, OBJECTIVES, "objective.name")
     _choice(cfg.kl, ("auto", "analytic", "mc", "relaxed"), "objective.kl")
     if cfg.samples < 1:
@@ -337,7 +340,7 @@ def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = 
                           f"objective.name={cfg.name} has not; set objective.free_bits=0")
     estimator = build_estimator(cfg, event_shape, discrete)
     check_relaxation(cfg, estimator)
-    return ConfiguredObjective(cfg, estimator)
+    return ConfiguredObjective(cfg, estimator, fused)
 
 
 def count_parameters(module: nn.Module) -> int:
