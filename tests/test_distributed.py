@@ -65,6 +65,20 @@ def test_sharded_draw_is_the_one_process_draw(family, world):
         assert torch.equal(torch.get_rng_state(), state_after)  # ranks stay in step
 
 
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_standard_normal_is_the_noise_of_draw(world):
+    """The fused ELBO's noise (distributed.standard_normal) is a unit Normal's draw, per rank."""
+    unit = Normal(torch.zeros(B // world * world, D), torch.ones(B // world * world, D))
+    torch.manual_seed(1)
+    full = draw(unit, (1,))[0]
+    for rank in range(world):
+        shard = Shard(rank, world)
+        torch.manual_seed(1)
+        with sharded(shard):
+            local = distributed.standard_normal(B // world, D)
+        assert torch.equal(local, full[shard.rows(B // world * world)])
+
+
 def test_sharded_draw_keeps_the_pathwise_gradient():
     loc = LOC.clone().requires_grad_()
     with sharded(Shard(1, 2)):

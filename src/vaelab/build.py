@@ -314,10 +314,7 @@ class ConfiguredObjective(nn.Module):
 
     @staticmethod
     def _fused_elbo(plan: FusedPlan, x: torch.Tensor, beta: float) -> ObjectiveOutput:
-        shard = distributed.current_shard()  # the noise Pathwise would draw (distributed.draw)
-        b = x.shape[0]
-        eps = torch.randn(b, plan.latent_dim) if shard.world == 1 else \
-            torch.randn(shard.world, b, plan.latent_dim)[shard.rank]
+        eps = distributed.standard_normal(x.shape[0], plan.latent_dim)  # Pathwise's draw
         loss, rec, kl = fused_gaussian_bernoulli_elbo(plan, x, eps, beta)
         return ObjectiveOutput(loss=loss, bound=rec - kl, rec=rec, kl=kl)
 

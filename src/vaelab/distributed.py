@@ -268,6 +268,15 @@ def draw(d: Distribution, sample_shape: Sequence[int] = (), *, reparam: bool = T
     return out.select(len(shape), shard.rank)
 
 
+def standard_normal(b: int, d: int) -> torch.Tensor:
+    """(b, d) N(0, 1) noise for this rank's b rows of a global batch: the numbers
+    :func:`draw` gives a pathwise sample of a (b, d) Normal, without building one."""
+    shard = current_shard()
+    if shard.world == 1:
+        return torch.randn(b, d)
+    return torch.randn(shard.world, b, d)[shard.rank]
+
+
 def bernoulli(p: torch.Tensor) -> torch.Tensor:
     """Dynamic binarization (``data.binarize``) of this rank's rows ``p`` (b, ...) of a
     global batch: uniforms for all W*b rows are drawn and this rank's slice kept (see
