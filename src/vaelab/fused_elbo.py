@@ -98,7 +98,9 @@ def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
     if fastlinear.onednn_for(a):
         return fastlinear._OP(a, weight, bias, act, [], "")
     out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
-    return {"none": out, "relu": F.relu(out), "tanh": torch.tanh(out)}[act]
+    if act == "none":
+        return out
+    return F.relu(out) if act == "relu" else torch.tanh(out)
 
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
