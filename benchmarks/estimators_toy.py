@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import Normal
 
-from vaelab.baselines import LeaveOneOut, MovingAverage
-from vaelab.estimators import Pathwise, ScoreFunction
+from vaelab.inference.baselines import LeaveOneOut, MovingAverage
+from vaelab.inference.estimators import Pathwise, ScoreFunction
 
 MU, SIGMA, N = 1.0, 0.5, 200_000
 

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from vaelab.api import load_run
-    from vaelab.explorer import Explorer, LoadedModel, make_server, serve_in_thread
+    from vaelab.viz.explorer import Explorer, LoadedModel, make_server, serve_in_thread
 
     with tempfile.TemporaryDirectory() as tmp:
         run_path = Path(args.run) if args.run else default_run(Path(tmp))

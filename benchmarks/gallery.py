@@ -89,7 +89,7 @@ def seed_curve(run_path: Path, target: Path, short: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vaelab.runs import RunDir
+    from vaelab.training.runs import RunDir
 
     history = RunDir(run_path).read_metrics()
     ours = [-r["train_bound"] for r in history]
@@ -112,9 +112,9 @@ def small_animation(run_path: Path, target: Path, max_frames: int = 12) -> None:
     """The posterior animation at low resolution with at most ``max_frames`` frames."""
     import torch
 
-    from vaelab.latent_space import fit_projection
-    from vaelab.plots import plot_animation
-    from vaelab.snapshots import load_snapshots
+    from vaelab.models.latent_space import fit_projection
+    from vaelab.viz.plots import plot_animation
+    from vaelab.viz.snapshots import load_snapshots
 
     frames = load_snapshots(run_path)
     if len(frames) > max_frames:  # keep the early frames, where most of the change is

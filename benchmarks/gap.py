@@ -59,7 +59,7 @@ def subset_comparison(out: Path, p: dict, reuse: bool) -> dict:
     import torch
 
     from vaelab.api import load_run
-    from vaelab.gaps import measure
+    from vaelab.evaluation.gaps import measure
 
     common = [f"data.train_limit={p['subset']}", "data.valid_split=''", "data.test_split=''"]
     result = {}

@@ -35,9 +35,9 @@ from torch import nn
 from vaelab.build import build_model, build_objective
 from vaelab.config import Config
 from vaelab.data import binarize, load_dataset
-from vaelab.fastlinear import ENABLED as ONEDNN_ENABLED
-from vaelab.heap import keep_freed_memory
-from vaelab.train import Progress, Trainer
+from vaelab.models.fastlinear import ENABLED as ONEDNN_ENABLED
+from vaelab.training.heap import keep_freed_memory
+from vaelab.training.trainer import Progress, Trainer
 
 RESULTS = Path(__file__).parent / "results"
 SIZES = [(784, 512), (512, 40), (20, 512), (512, 784)]  # the default model's layers

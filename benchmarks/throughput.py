@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from vaelab.api import fit
 from vaelab.config import Config
 from vaelab.data import fixed_binarization, load_dataset
-from vaelab.evaluate import importance_log_likelihood
-from vaelab.fastlinear import ENABLED as ONEDNN_ENABLED
-from vaelab.heap import keep_freed_memory
+from vaelab.evaluation.evaluate import importance_log_likelihood
+from vaelab.models.fastlinear import ENABLED as ONEDNN_ENABLED
+from vaelab.training.heap import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 

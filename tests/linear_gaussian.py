@@ -11,7 +11,7 @@ from torch.distributions import MultivariateNormal
 
 from vaelab.build import build_model
 from vaelab.config import ModelConfig
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 
 class LinearGaussian:

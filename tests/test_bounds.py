@@ -14,10 +14,10 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from linear_gaussian import LinearGaussian
-from vaelab.evaluate import elbo_terms, importance_log_likelihood
-from vaelab.kl import NoClosedFormKL, kl_term
-from vaelab.objectives import elbo, iwae
-from vaelab.priors import MixtureOfGaussians, StandardNormal
+from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood
+from vaelab.inference.objectives import elbo, iwae
+from vaelab.models.kl import NoClosedFormKL, kl_term
+from vaelab.models.priors import MixtureOfGaussians, StandardNormal
 
 Z = 4.0  # allowed standard errors
 

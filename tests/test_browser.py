@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.explorer import Explorer, LoadedModel, make_server, serve_in_thread
-from vaelab.report import write_report
+from vaelab.viz.explorer import Explorer, LoadedModel, make_server, serve_in_thread
+from vaelab.viz.report import write_report
 from viz_runs import tiny_run
 
 pytestmark = pytest.mark.browser
@@ -178,7 +178,7 @@ def test_class_pickers_for_categorical_latents(page, server):
 
 def test_report_opens_with_every_picture(page, tmp_path_factory):
     ARTIFACTS.mkdir(exist_ok=True)
-    from vaelab.figures import TRAIN_KINDS, render
+    from vaelab.viz.figures import TRAIN_KINDS, render
 
     run = tiny_run(tmp_path_factory, "gaussian", "image")
     figures = [f for f in render(run, TRAIN_KINDS) if f.path is not None]

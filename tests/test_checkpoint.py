@@ -14,7 +14,7 @@ import torch
 
 from vaelab.api import fit
 from vaelab.config import load_config
-from vaelab.runs import (
+from vaelab.training.runs import (
     Checkpoints,
     RunDir,
     RunError,
@@ -25,7 +25,7 @@ from vaelab.runs import (
     load_checkpoint,
     save_checkpoint,
 )
-from vaelab.train import rng_states, set_rng_states
+from vaelab.training.trainer import rng_states, set_rng_states
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):

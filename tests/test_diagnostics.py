@@ -11,14 +11,14 @@ from torch.distributions import Normal, kl_divergence
 
 from vaelab.build import build_model
 from vaelab.config import ModelConfig
-from vaelab.diagnostics import (
+from vaelab.evaluation.diagnostics import (
     collapse_warning,
     kl_per_dimension,
     output_range_check,
     plot_latent_2d,
     prior_components,
 )
-from vaelab.evaluate import elbo_terms, evaluate
+from vaelab.evaluation.evaluate import elbo_terms, evaluate
 
 
 def model_for(**kw):

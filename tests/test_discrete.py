@@ -24,7 +24,10 @@ from torch.distributions import (
 
 from vaelab.build import build_model
 from vaelab.config import ModelConfig
-from vaelab.discrete import (
+from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood
+from vaelab.inference.estimators import GumbelSoftmax, StraightThrough
+from vaelab.inference.objectives import elbo
+from vaelab.models.discrete import (
     OneHot,
     enumerate_values,
     exact_log_likelihood,
@@ -32,10 +35,7 @@ from vaelab.discrete import (
     harden,
     relax,
 )
-from vaelab.estimators import GumbelSoftmax, StraightThrough
-from vaelab.evaluate import elbo_terms, importance_log_likelihood
-from vaelab.kl import kl_term
-from vaelab.objectives import elbo
+from vaelab.models.kl import kl_term
 
 Z = 4.0  # allowed standard errors
 EVENT = (1, 2, 2)  # 4 binary pixels: all 16 images can be enumerated too
@@ -186,7 +186,7 @@ def all_images() -> torch.Tensor:
 
 def enumerate_joint(model, x):
     """log q(z|x), log p(z), log p(x|z) at every code z: (V, B) each (written out here,
-    independently of vaelab.discrete.exact_log_likelihood)."""
+    independently of vaelab.models.discrete.exact_log_likelihood)."""
     categorical = model.posterior.latent_shape.__len__() == 2
     shape = model.latent_shape
     if categorical:

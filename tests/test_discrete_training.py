@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch.distributions import Independent, OneHotCategorical, RelaxedOneHotCategorical
 
-from vaelab import plots
 from vaelab.api import fit, load_run
 from vaelab.build import build_model, build_objective, resolve_estimator
 from vaelab.config import Config, ConfigError, ModelConfig, ObjectiveConfig
-from vaelab.estimators import EstimatorError, GumbelSoftmax, Pathwise, StraightThrough
-from vaelab.kl import NoClosedFormKL, kl_term
-from vaelab.priors import BernoulliPrior, CategoricalPrior
-from vaelab.runs import RunError
-from vaelab.temperature import TemperatureSchedule, TemperatureWarning
-from vaelab.train import Progress
+from vaelab.inference.estimators import EstimatorError, GumbelSoftmax, Pathwise, StraightThrough
+from vaelab.models.kl import NoClosedFormKL, kl_term
+from vaelab.models.priors import BernoulliPrior, CategoricalPrior
+from vaelab.schedules import TemperatureSchedule, TemperatureWarning
+from vaelab.training.runs import RunError
+from vaelab.training.trainer import Progress
+from vaelab.viz import plots
 
 EVENT = (1, 8, 8)
 
@@ -266,7 +266,7 @@ def test_fit_warns_when_annealing_cannot_finish(tiny_npz, tmp_path):
 
 def test_active_units_count_categorical_variables(monkeypatch):
     """A categorical variable is one unit: only variable 1 depends on x here."""
-    from vaelab.evaluate import active_units
+    from vaelab.evaluation.evaluate import active_units
 
     model = build_model(model_cfg(), EVENT)  # 4 variables x 3 classes
 

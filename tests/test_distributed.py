@@ -22,11 +22,11 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
-from vaelab import distributed
 from vaelab.api import fit
 from vaelab.config import load_config
-from vaelab.distributed import Shard, bernoulli, draw, sharded
-from vaelab.runs import RunDir, RunError, load_checkpoint
+from vaelab.training import distributed
+from vaelab.training.distributed import Shard, bernoulli, draw, sharded
+from vaelab.training.runs import RunDir, RunError, load_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -183,7 +183,7 @@ def fit_init_params(sets: list[str]) -> dict[str, torch.Tensor]:
     """The model's parameters at initialisation (same seed as the runs)."""
     from vaelab.api import load_split
     from vaelab.build import build_model
-    from vaelab.train import seed_everything
+    from vaelab.training.trainer import seed_everything
 
     config = load_config(overrides=sets)
     seed_everything(config.train.seed)

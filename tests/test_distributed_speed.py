@@ -9,8 +9,8 @@ import torch
 
 from vaelab.api import fit
 from vaelab.config import ConfigError, load_config
-from vaelab.networks import ConvDecoder, MLPEncoder
-from vaelab.speed import accelerate
+from vaelab.models.networks import ConvDecoder, MLPEncoder
+from vaelab.training.speed import accelerate
 
 
 def pair(kind: str) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:

@@ -22,9 +22,9 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from vaelab.baselines import NVIL, Baseline, LeaveOneOut, MovingAverage, build_baseline
 from vaelab.config import ConfigError
-from vaelab.estimators import Pathwise, ScoreFunction
+from vaelab.inference.baselines import NVIL, Baseline, LeaveOneOut, MovingAverage, build_baseline
+from vaelab.inference.estimators import Pathwise, ScoreFunction
 
 Z = 4.0
 MU, SIGMA = 1.0, 0.5

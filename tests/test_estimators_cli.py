@@ -11,8 +11,8 @@ from tiny import TINY_OVERRIDES, make_npz, tiny_config
 from vaelab.api import fit
 from vaelab.cli import main
 from vaelab.config import ConfigError
-from vaelab.gradients import variance_history
-from vaelab.runs import load_checkpoint
+from vaelab.evaluation.gradients import variance_history
+from vaelab.training.runs import load_checkpoint
 
 
 def sets(*items: str) -> list[str]:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from vaelab.build import build_model, build_objective, check_estimator
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
-from vaelab.estimators import EstimatorError, Pathwise
-from vaelab.gradients import fit_baseline, measure, parameter_groups
+from vaelab.evaluation.gradients import fit_baseline, measure, parameter_groups
+from vaelab.inference.estimators import EstimatorError, Pathwise
 
 Z = 4.0
 ZMAX = 4.5  # per-coordinate bound over ~100-190 coordinates

@@ -17,8 +17,8 @@ import torch
 from linear_gaussian import LinearGaussian
 from vaelab.build import build_objective
 from vaelab.config import ObjectiveConfig
-from vaelab.gradients import draw_gradients, fit_baseline, measure, parameter_groups
-from vaelab.train import Progress
+from vaelab.evaluation.gradients import draw_gradients, fit_baseline, measure, parameter_groups
+from vaelab.training.trainer import Progress
 
 ZMAX = 4.5
 COPIES = 50  # R: copies of each datapoint in one draw's batch

@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from vaelab.cli import main
-from vaelab.explorer import Explorer, LoadedModel, make_server, serve_in_thread
-from vaelab.explorer.session import LIMIT, MAX_STEPS
-from vaelab.latent_space import decode_flat
+from vaelab.models.latent_space import decode_flat
+from vaelab.viz.explorer import Explorer, LoadedModel, make_server, serve_in_thread
+from vaelab.viz.explorer.session import LIMIT, MAX_STEPS
 from viz_runs import tiny_run
 
 TIMEOUT = 1.0  # the server's per-connection socket timeout in these tests

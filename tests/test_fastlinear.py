@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vaelab import fastlinear
-from vaelab.fastlinear import Linear
+from vaelab.models import fastlinear
+from vaelab.models.fastlinear import Linear
 
 pytestmark = pytest.mark.skipif(not fastlinear.ENABLED, reason="oneDNN linear not available")
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from tiny import make_npz, tiny_config
-from vaelab import distributed
 from vaelab.api import fit
 from vaelab.build import build_model, build_objective
 from vaelab.config import ModelConfig, ObjectiveConfig
-from vaelab.fused_elbo import fused_gaussian_bernoulli_elbo, fused_plan
-from vaelab.speed import accelerate
-from vaelab.train import Progress
+from vaelab.inference.fused_elbo import fused_gaussian_bernoulli_elbo, fused_plan
+from vaelab.training import distributed
+from vaelab.training.speed import accelerate
+from vaelab.training.trainer import Progress
 
 EVENT = (1, 6, 6)
 

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from vaelab.heap import keep_freed_memory
+from vaelab.training.heap import keep_freed_memory
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 
 
 def run_child(env_extra: dict[str, str]) -> str:
-    code = "from vaelab.heap import keep_freed_memory as k; print(k(), k())"
+    code = "from vaelab.training.heap import keep_freed_memory as k; print(k(), k())"
     env = {k: v for k, v in os.environ.items() if k != "VAELAB_MALLOC"}
     env.update(PYTHONPATH=SRC, **env_extra)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

@@ -26,9 +26,10 @@ from torch.distributions import MultivariateNormal, kl_divergence
 from linear_gaussian import LinearGaussian
 from vaelab.build import build_model
 from vaelab.config import ModelConfig
-from vaelab.evaluate import elbo_terms, importance_log_likelihood
-from vaelab.gaps import monotonicity, smooth
-from vaelab.inference import (
+from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood
+from vaelab.evaluation.gaps import monotonicity, smooth
+from vaelab.inference.objectives import elbo
+from vaelab.inference.refine import (
     LookupEncoder,
     PerDatapointParams,
     RefinementError,
@@ -43,8 +44,7 @@ from vaelab.inference import (
     steps_to_reach,
     with_params,
 )
-from vaelab.latents import FAMILIES, DiagonalGaussian
-from vaelab.objectives import elbo
+from vaelab.models.latents import FAMILIES, DiagonalGaussian
 
 Z = 4.0
 KL_TOL = 0.01
@@ -349,7 +349,7 @@ def test_bbvi_on_one_categorical_variable_reaches_the_exact_posterior():
     enumerating the 4 values), so KL(q || p(z|x)) = log p(x) - ELBO(q) must reach ~0; BBVI
     uses the score-function estimator with the
     leave-one-out baseline (K=8), as chosen for discrete latents."""
-    from vaelab.inference import bbvi_samples
+    from vaelab.inference.refine import bbvi_samples
 
     torch.manual_seed(0)
     cfg = ModelConfig(latent="categorical", latent_dim=1, num_classes=4, hidden=[8])
@@ -373,9 +373,9 @@ def test_bbvi_on_one_categorical_variable_reaches_the_exact_posterior():
 
 
 def test_measure_leaves_the_model_as_it_was_and_the_cli_defaults_match():
-    from vaelab import gaps
     from vaelab.cli import build_parser
-    from vaelab.inference import BBVI_LR, BBVI_LR_FINAL, BBVI_STEPS
+    from vaelab.evaluation import gaps
+    from vaelab.inference.refine import BBVI_LR, BBVI_LR_FINAL, BBVI_STEPS
 
     lg = LinearGaussian(posterior="gaussian")
     lg.model.train()

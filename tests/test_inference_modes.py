@@ -15,12 +15,12 @@ from vaelab.api import fit
 from vaelab.build import build_objective
 from vaelab.cli import main
 from vaelab.config import ConfigError, ObjectiveConfig
-from vaelab.evaluate import elbo_terms
-from vaelab.latents import FAMILIES, DiagonalGaussian
-from vaelab.objectives import elbo
-from vaelab.runs import load_checkpoint
-from vaelab.train import Progress, Trainer
-from vaelab.train_modes import MeanField, SemiAmortized
+from vaelab.evaluation.evaluate import elbo_terms
+from vaelab.inference.modes import MeanField, SemiAmortized
+from vaelab.inference.objectives import elbo
+from vaelab.models.latents import FAMILIES, DiagonalGaussian
+from vaelab.training.runs import load_checkpoint
+from vaelab.training.trainer import Progress, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -255,9 +255,9 @@ def test_gap_command_errors(amortized_run, tmp_path, capsys, monkeypatch, data):
 def test_backprop_through_refinement_is_exact_on_the_fast_linear_layers(monkeypatch):
     """Semi-amortized training with refine_through differentiates a gradient (double
     backward); the oneDNN linear layers must give the same result as plain F.linear."""
-    from vaelab import fastlinear
     from vaelab.build import build_model
     from vaelab.config import ModelConfig
+    from vaelab.models import fastlinear
 
     if not fastlinear.ENABLED:
         pytest.skip("the oneDNN linear path is not available here")

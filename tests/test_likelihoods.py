@@ -22,9 +22,9 @@ from scipy.special import expit
 from vaelab.api import fit, load_split, prepare_eval_x, uses_binarization
 from vaelab.build import build_model
 from vaelab.config import Config, ConfigError, ModelConfig, load_config
-from vaelab.discretized import DiscretizedLogistic, log_sigmoid_difference
-from vaelab.evaluate import evaluate
-from vaelab.likelihoods import build_likelihood
+from vaelab.evaluation.evaluate import evaluate
+from vaelab.models.discretized import DiscretizedLogistic, log_sigmoid_difference
+from vaelab.models.likelihoods import build_likelihood
 
 D64 = torch.float64
 LEVELS = torch.linspace(0, 1, 256, dtype=D64)

@@ -15,9 +15,8 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 import vaelab
 from tiny import make_npz, tiny_config
 from vaelab.cli import main
-from vaelab.diagnostics import kl_per_dimension
-from vaelab.figures import KINDS, Options, parse_kinds, render
-from vaelab.latent_space import (
+from vaelab.evaluation.diagnostics import kl_per_dimension
+from vaelab.models.latent_space import (
     encode_means,
     fit_projection,
     grid_codes,
@@ -25,8 +24,9 @@ from vaelab.latent_space import (
     interpolate,
     slerp,
 )
-from vaelab.priors import MixtureOfGaussians
-from vaelab.snapshots import load_snapshots
+from vaelab.models.priors import MixtureOfGaussians
+from vaelab.viz.figures import KINDS, Options, parse_kinds, render
+from vaelab.viz.snapshots import load_snapshots
 from viz_runs import CASES, tiny_run
 
 Z = 4.0  # allowed standard errors
@@ -234,7 +234,7 @@ def test_fit_writes_pictures_and_report(tmp_path):
     data = make_npz(tmp_path / "d.npz")
     config = tiny_config(data, "train.snapshot_every=1", "eval.iw_samples=0")
     run = vaelab.fit(config, out=tmp_path / "run")
-    summary = vaelab.runs.RunDir(run.path).read_json("summary.json")
+    summary = vaelab.training.runs.RunDir(run.path).read_json("summary.json")
     for name in ("scatter.png", "prior-grid.png", "animation.gif", "kl-per-dimension.png",
                  "samples.png", "curves.png"):
         assert name in summary["pictures"] and (run.path / name).is_file()

@@ -35,10 +35,10 @@ from torch.distributions import (
 from linear_gaussian import LinearGaussian
 from vaelab.build import build_model
 from vaelab.config import ConfigError, ModelConfig
-from vaelab.kl import has_analytic_kl, kl_term
-from vaelab.latents import DiagonalGaussian, FullCovarianceGaussian
-from vaelab.objectives import elbo, iwae
-from vaelab.priors import MixtureOfGaussians, StandardNormal, VampPrior
+from vaelab.inference.objectives import elbo, iwae
+from vaelab.models.kl import has_analytic_kl, kl_term
+from vaelab.models.latents import DiagonalGaussian, FullCovarianceGaussian
+from vaelab.models.priors import MixtureOfGaussians, StandardNormal, VampPrior
 
 Z = 4.0  # allowed standard errors
 D64 = torch.float64

@@ -15,9 +15,9 @@ from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
 from vaelab.api import fit
 from vaelab.build import build_model, build_objective
 from vaelab.config import Config, ConfigError, ModelConfig
-from vaelab.discrete import OneHot, from_log_space, relax, relax_in_log_space
-from vaelab.estimators import GumbelSoftmax, StraightThrough
-from vaelab.objectives import elbo
+from vaelab.inference.estimators import GumbelSoftmax, StraightThrough
+from vaelab.inference.objectives import elbo
+from vaelab.models.discrete import OneHot, from_log_space, relax, relax_in_log_space
 
 EVENT = (1, 8, 8)
 

@@ -14,8 +14,8 @@ import pytest
 import vaelab
 from tiny import make_npz, tiny_config
 from vaelab.cli import main
-from vaelab.figures import TRAIN_KINDS, render
-from vaelab.report import render_report, write_report
+from vaelab.viz.figures import TRAIN_KINDS, render
+from vaelab.viz.report import render_report, write_report
 from viz_runs import tiny_run
 
 
@@ -35,7 +35,7 @@ def test_report_embeds_every_picture_and_every_record(tmp_path_factory):
     assert html.escape(json.dumps(summary, indent=2), quote=True) in text
     assert html.escape((run.path / "config.toml").read_text(), quote=True) in text
     assert f"{summary['test']['elbo']:.3f}" in text
-    assert text.count("<tr><td>") == len(vaelab.runs.RunDir(run.path).read_metrics())
+    assert text.count("<tr><td>") == len(vaelab.training.runs.RunDir(run.path).read_metrics())
     # self-contained: a CSP forbidding any fetch, and no address outside the file
     assert "default-src 'none'; img-src data:" in text
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", text)

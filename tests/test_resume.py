@@ -23,7 +23,7 @@ import torch
 
 from vaelab.api import fit
 from vaelab.config import load_config
-from vaelab.runs import RunDir, load_checkpoint
+from vaelab.training.runs import RunDir, load_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from vaelab.config import TrainConfig
-from vaelab.runs import RunDir, RunError, atomic_write, load_checkpoint, save_checkpoint
-from vaelab.train import Trainer, TrainingDiverged
+from vaelab.training.runs import RunDir, RunError, atomic_write, load_checkpoint, save_checkpoint
+from vaelab.training.trainer import Trainer, TrainingDiverged
 
 
 def make_trainer(bad_at: set[int], bad_term: str = "kl", grad_nan: bool = False, **cfg):

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "fit": "vaelab.api", "load_run": "vaelab.api", "Run": "vaelab.api",
-    "Config": "vaelab.config", "load_config": "vaelab.config", "VAE": "vaelab.model",
+    "Config": "vaelab.config", "load_config": "vaelab.config", "VAE": "vaelab.models.vae",
 }
 __all__ = sorted(_EXPORTS)
 

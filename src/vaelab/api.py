@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab import distributed
 from vaelab.build import (
     build_model,
     build_objective,
@@ -36,12 +35,19 @@ from vaelab.data import (
     fixed_binarization,
     load_dataset,
 )
-from vaelab.evaluate import elbo_terms, evaluate, mean_and_stderr
-from vaelab.heap import keep_freed_memory
-from vaelab.model import VAE
-from vaelab.runs import RunDir, RunError, check_resumable, checkpoint_stamp, load_checkpoint
-from vaelab.speed import accelerate
-from vaelab.train import Progress, Trainer, seed_everything
+from vaelab.evaluation.evaluate import elbo_terms, evaluate, mean_and_stderr
+from vaelab.models.vae import VAE
+from vaelab.training import distributed
+from vaelab.training.heap import keep_freed_memory
+from vaelab.training.runs import (
+    RunDir,
+    RunError,
+    check_resumable,
+    checkpoint_stamp,
+    load_checkpoint,
+)
+from vaelab.training.speed import accelerate
+from vaelab.training.trainer import Progress, Trainer, seed_everything
 
 REDUCTION = ("nats per datapoint: log-densities summed over data elements and latent "
              "dimensions, averaged over datapoints")
@@ -107,7 +113,7 @@ class Run:
         ev = self.config.eval
         model, note = self.model, None
         if self.config.train.inference == "mean-field":  # no encoder: BBVI for each point
-            from vaelab.inference import BBVI_LR, BBVI_LR_FINAL, fit_posteriors
+            from vaelab.inference.refine import BBVI_LR, BBVI_LR_FINAL, fit_posteriors
 
             model = fit_posteriors(self.model, x, steps=ev.refine_steps, progress=progress)
             note = (f"q(z|x) per datapoint by BBVI from the prior: {ev.refine_steps} Adam "
@@ -212,7 +218,7 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
                compile=config.train.compile, device_type=ctx.device.type)
     mode = None  # semi-amortized or mean-field inference (train_modes.py)
     if config.train.inference != "amortized":
-        from vaelab.train_modes import build_mode
+        from vaelab.inference.modes import build_mode
 
         mode = build_mode(config, model, objective, train_x.shape[0], ctx.world)
         if mode.state is not None:
@@ -295,7 +301,7 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
                                 "autograd through the model's modules and distributions")
     run_dir.write_json("summary.json", summary)
     if pictures:
-        from vaelab.report import write_report
+        from vaelab.viz.report import write_report
 
         write_report(run_dir.path)
     return run
@@ -329,7 +335,7 @@ def posterior_snapshots(config: Config, run_dir: RunDir):
     """The snapshot recorder for the posterior animation, or None (train.snapshot_every=0)."""
     if config.train.snapshot_every <= 0:
         return None
-    from vaelab.snapshots import PosteriorSnapshots
+    from vaelab.viz.snapshots import PosteriorSnapshots
 
     if config.train.snapshot_points < 1:
         raise ConfigError(f"train.snapshot_points must be at least 1 when "
@@ -354,7 +360,7 @@ def grad_variance_hook(config: Config, model: VAE, objective, dynamic: bool):
     if draws < 2:
         raise ConfigError(f"train.grad_variance_draws must be at least 2 to estimate a "
                           f"variance, got {draws}")
-    from vaelab.gradients import measure, variance_record
+    from vaelab.evaluation.gradients import measure, variance_record
 
     def hook(trainer: Trainer, batch: torch.Tensor, progress: Progress):
         if progress.step % every:
@@ -389,7 +395,7 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
     summary["warnings"] = list(test.get("warnings", [])) + (
         [f"output range: {audit_range['note']}"] if audit_range["status"] != "ok" else [])
     if pictures:
-        from vaelab.figures import render_safely
+        from vaelab.viz.figures import render_safely
 
         if config.train.inference == "mean-field":  # the encoder is untrained: prior only
             summary["pictures"], summary["pictures_skipped"] = render_safely(
@@ -398,7 +404,7 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
             summary["pictures"], summary["pictures_skipped"] = render_safely(run)
         if config.data.test_split and tuple(run.model.latent_shape) == (2,) \
                 and config.train.inference != "mean-field":
-            from vaelab.diagnostics import plot_latent_2d
+            from vaelab.evaluation.diagnostics import plot_latent_2d
 
             test_data = load_split(config, config.data.test_split)
             made = plot_latent_2d(run.model, run.data(config.data.test_split)[:2000],
@@ -412,7 +418,7 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
 def objective_audit(run: Run, data: ArrayDataset | None = None) -> dict[str, Any]:
     """One line a reader needs before trusting any number in the summary; ``data`` (raw,
     not binarized; default the test split) is checked against the decoder's output range."""
-    from vaelab.diagnostics import output_range_check
+    from vaelab.evaluation.diagnostics import output_range_check
 
     cfg = run.config
     obj = cfg.objective

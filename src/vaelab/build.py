@@ -10,30 +10,35 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
-from vaelab import distributed
-from vaelab.baselines import BASELINES, build_baseline
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
-from vaelab.estimators import ESTIMATORS, GumbelSoftmax, Pathwise, ScoreFunction
-from vaelab.fused_elbo import FusedPlan, fused_applies, fused_gaussian_bernoulli_elbo, fused_plan
-from vaelab.latents import FAMILIES, LatentFamily
-from vaelab.likelihoods import (
+from vaelab.inference.baselines import BASELINES, build_baseline
+from vaelab.inference.estimators import ESTIMATORS, GumbelSoftmax, Pathwise, ScoreFunction
+from vaelab.inference.fused_elbo import (
+    FusedPlan,
+    fused_applies,
+    fused_gaussian_bernoulli_elbo,
+    fused_plan,
+)
+from vaelab.inference.objectives import OBJECTIVES, ObjectiveOutput
+from vaelab.models.latents import FAMILIES, LatentFamily
+from vaelab.models.likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
     Likelihood,
     build_likelihood,
 )
-from vaelab.model import VAE
-from vaelab.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from vaelab.objectives import OBJECTIVES, ObjectiveOutput
-from vaelab.priors import (
+from vaelab.models.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaelab.models.priors import (
     BernoulliPrior,
     CategoricalPrior,
     MixtureOfGaussians,
     StandardNormal,
     VampPrior,
 )
-from vaelab.temperature import TemperatureSchedule
-from vaelab.train import Progress
+from vaelab.models.vae import VAE
+from vaelab.schedules import TemperatureSchedule
+from vaelab.training import distributed
+from vaelab.training.trainer import Progress
 
 
 def _choice(value: str, options, key: str) -> None:

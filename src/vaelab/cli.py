@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from vaelab.heap import keep_freed_memory
+    from vaelab.training.heap import keep_freed_memory
 
     keep_freed_memory()  # every command: training and evaluation re-allocate big buffers
     try:

@@ -83,10 +83,10 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vaelab.api import load_split, prepare_eval_x
-    from vaelab.baselines import BASELINES
-    from vaelab.estimators import ESTIMATORS
-    from vaelab.gradients import compare_estimators, markdown_table, variants
-    from vaelab.train import Progress
+    from vaelab.evaluation.gradients import compare_estimators, markdown_table, variants
+    from vaelab.inference.baselines import BASELINES
+    from vaelab.inference.estimators import ESTIMATORS
+    from vaelab.training.trainer import Progress
 
     if args.draws < 2:
         raise ValueError(f"--draws must be at least 2 to estimate a variance, got {args.draws}")
@@ -141,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
-    from vaelab.gradients import markdown_table
-    from vaelab.runs import atomic_write_text
+    from vaelab.evaluation.gradients import markdown_table
+    from vaelab.training.runs import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     setup = result.get("setup", {})

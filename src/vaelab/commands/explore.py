@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vaelab.api import load_run
-    from vaelab.explorer import Explorer, LoadedModel, make_server
+    from vaelab.viz.explorer import Explorer, LoadedModel, make_server
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")

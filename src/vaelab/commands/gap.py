@@ -43,10 +43,10 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vaelab import gaps
     from vaelab.api import load_run
-    from vaelab.inference import check_table_family
-    from vaelab.runs import RunDir
+    from vaelab.evaluation import gaps
+    from vaelab.inference.refine import check_table_family
+    from vaelab.training.runs import RunDir
 
     for name in ("n", "steps", "samples", "eval_samples", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub) -> None:
-    from vaelab.figures import KINDS
+    from vaelab.viz.figures import KINDS
 
     p = sub.add_parser("plot", help="draw a run's pictures: posterior scatter, prior grid, "
                                     "interpolation, samples, curves, KL per dimension, ...",
@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vaelab.api import load_run
-    from vaelab.figures import Options, parse_dims, parse_kinds, render
+    from vaelab.viz.figures import Options, parse_dims, parse_kinds, render
 
     kinds = parse_kinds(args.what)
     dims = parse_dims(args.dims)

@@ -20,12 +20,12 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vaelab.report import write_report
-    from vaelab.runs import RunDir
+    from vaelab.training.runs import RunDir
+    from vaelab.viz.report import write_report
 
     run_dir = RunDir.existing(args.run)
     if not args.no_draw:
-        from vaelab.figures import FILENAMES, TRAIN_KINDS, render
+        from vaelab.viz.figures import FILENAMES, TRAIN_KINDS, render
 
         kinds = [k for k in TRAIN_KINDS
                  if args.redraw or not (run_dir.path / FILENAMES[k]).is_file()]

@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from vaelab import fastlinear
-from vaelab.latents import MIN_SCALE, DiagonalGaussian
-from vaelab.likelihoods import BernoulliLikelihood
-from vaelab.model import VAE
-from vaelab.networks import MLPDecoder, MLPEncoder
-from vaelab.priors import StandardNormal
+from vaelab.models import fastlinear
+from vaelab.models.latents import MIN_SCALE, DiagonalGaussian
+from vaelab.models.likelihoods import BernoulliLikelihood
+from vaelab.models.networks import MLPDecoder, MLPEncoder
+from vaelab.models.priors import StandardNormal
+from vaelab.models.vae import VAE
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from vaelab.fastlinear import Linear
+from vaelab.models.fastlinear import Linear
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

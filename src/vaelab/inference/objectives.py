@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from vaelab.estimators import Pathwise, ScoreFunction
-from vaelab.kl import kl_term
-from vaelab.model import VAE
+from vaelab.inference.estimators import Pathwise, ScoreFunction
+from vaelab.models.kl import kl_term
+from vaelab.models.vae import VAE
 
 
 @dataclass

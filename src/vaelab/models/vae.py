@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaelab.latents import LatentFamily
-from vaelab.likelihoods import Likelihood
+from vaelab.models.latents import LatentFamily
+from vaelab.models.likelihoods import Likelihood
 
 
 class VAE(nn.Module):

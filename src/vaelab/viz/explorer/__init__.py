@@ -4,7 +4,7 @@
 (see ``server``); ``session`` holds the models and checks every latent a client sends.
 """
 
-from vaelab.explorer.server import Explorer, make_server, serve_in_thread
-from vaelab.explorer.session import BadRequest, LoadedModel
+from vaelab.viz.explorer.server import Explorer, make_server, serve_in_thread
+from vaelab.viz.explorer.session import BadRequest, LoadedModel
 
 __all__ = ["BadRequest", "Explorer", "LoadedModel", "make_server", "serve_in_thread"]

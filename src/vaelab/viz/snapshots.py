@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.latent_space import encode_means
-from vaelab.model import VAE
-from vaelab.runs import atomic_write
+from vaelab.models.latent_space import encode_means
+from vaelab.models.vae import VAE
+from vaelab.training.runs import atomic_write
 
 SNAPSHOT_DIR = "snapshots"
 

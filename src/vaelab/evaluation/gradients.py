@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab.train import Progress
+from vaelab.training.trainer import Progress
 
 GROUPS = ("encoder", "decoder")
 
@@ -309,7 +309,7 @@ def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list
     from dataclasses import replace
 
     from vaelab.build import build_objective, evaluation_kl
-    from vaelab.estimators import GumbelSoftmax, StraightThrough
+    from vaelab.inference.estimators import GumbelSoftmax, StraightThrough
 
     discrete = bool(getattr(model.posterior, "discrete", False))
     event_shape = event_shape or tuple(x.shape[1:])

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from vaelab.evaluate import mean_and_stderr
-from vaelab.inference import (
+from vaelab.evaluation.evaluate import mean_and_stderr
+from vaelab.inference.refine import (
     BBVI_LR,
     BBVI_LR_FINAL,
     BBVI_STEPS,
@@ -36,7 +36,7 @@ from vaelab.inference import (
     refine_dataset,
     steps_to_reach,
 )
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 
 def _stat(values: torch.Tensor) -> dict[str, float]:

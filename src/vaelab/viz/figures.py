@@ -1,6 +1,6 @@
 """Every picture of a run: which apply to its latent family and data, and where they go.
 
-``render(run, kinds, out_dir)`` draws each requested kind with ``vaelab.plots`` and returns
+``render(run, kinds, out_dir)`` draws each requested kind with ``vaelab.viz.plots`` and returns
 one :class:`Figure` per kind: the file written, or the one-line reason it does not apply
 (a prior grid for categorical latents, an image grid for tabular data, ...). Nothing here
 raises for a picture that merely does not apply, so ``--what all`` works on any run.
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vaelab import plots
-from vaelab.latent_space import (
+from vaelab.models.latent_space import (
     encode_means,
     fit_projection,
     grid_codes,
@@ -23,6 +22,7 @@ from vaelab.latent_space import (
     is_categorical_model,
     is_discrete_model,
 )
+from vaelab.viz import plots
 
 KINDS = ("scatter", "animation", "grid", "interpolation", "samples", "reconstructions",
          "curves", "kl", "sweep")
@@ -127,7 +127,7 @@ class RunPictures:
         return plots.plot_scatter(self.codes, labels, projection, path, title=title)
 
     def animation(self, path: Path) -> Path:
-        from vaelab.snapshots import load_snapshots
+        from vaelab.viz.snapshots import load_snapshots
 
         frames = load_snapshots(self.run.path)
         if not frames:
@@ -178,7 +178,7 @@ class RunPictures:
         return plots.plot_reconstructions(self.model, self.x, path, n=self.options.n or 16)
 
     def curves(self, path: Path) -> Path:
-        from vaelab.runs import RunDir
+        from vaelab.training.runs import RunDir
 
         history = RunDir(self.run.path).read_metrics()
         if not history:
@@ -186,7 +186,7 @@ class RunPictures:
         return plots.plot_curves(history, path)
 
     def kl(self, path: Path) -> Path:
-        from vaelab.diagnostics import kl_per_dimension
+        from vaelab.evaluation.diagnostics import kl_per_dimension
 
         split = kl_per_dimension(self.model, self.x[: self.options.points])
         if split is None:

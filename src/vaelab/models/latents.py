@@ -21,7 +21,7 @@ from torch.distributions import (
     Normal,
 )
 
-from vaelab.discrete import OneHot
+from vaelab.models.discrete import OneHot
 
 MIN_SCALE = 1e-5
 

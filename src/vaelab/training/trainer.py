@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vaelab import distributed
 from vaelab.config import ConfigError, TrainConfig
 from vaelab.data import iterate_minibatches
+from vaelab.training import distributed
 
 
 @dataclass(frozen=True)

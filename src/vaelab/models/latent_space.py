@@ -21,7 +21,7 @@ from torch.distributions import (
     Normal,
 )
 
-from vaelab.model import VAE
+from vaelab.models.vae import VAE
 
 
 def is_discrete_model(model: VAE) -> bool:

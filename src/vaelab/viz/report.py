@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vaelab.runs import RunDir, atomic_write_text
+from vaelab.training.runs import RunDir, atomic_write_text
 
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".svg": "image/svg+xml"}
 CAPTIONS = {
@@ -65,7 +65,7 @@ def _fmt(value: Any) -> str:
 
 def picture_files(run_path: Path) -> list[Path]:
     """Pictures in the run folder: the known kinds in a fixed order, then any others."""
-    from vaelab.figures import FILENAMES, KINDS
+    from vaelab.viz.figures import FILENAMES, KINDS
 
     known = [run_path / FILENAMES[k] for k in KINDS]
     found = [p for p in known if p.is_file()]

@@ -20,8 +20,8 @@ from torch.distributions import (
     Normal,
 )
 
-from vaelab.discretized import DiscretizedLogistic
-from vaelab.latents import positive
+from vaelab.models.discretized import DiscretizedLogistic
+from vaelab.models.latents import positive
 
 
 class Likelihood(nn.Module):

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaelab.baselines import Baseline, LeaveOneOut
-from vaelab.discrete import (
+from vaelab.inference.baselines import Baseline, LeaveOneOut
+from vaelab.models.discrete import (
     base_of,
     from_log_space,
     is_categorical,
@@ -23,7 +23,9 @@ from vaelab.discrete import (
     relax_in_log_space,
     straight_through,
 )
-from vaelab.distributed import draw  # = q.rsample, but data-parallel runs match one process
+from vaelab.training.distributed import (
+    draw,  # = q.rsample, but data-parallel runs match one process
+)
 
 
 class EstimatorError(ValueError):

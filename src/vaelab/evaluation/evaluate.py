@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vaelab.diagnostics import collapse_warning, kl_per_dimension
-from vaelab.kl import kl_term
-from vaelab.model import VAE
+from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
+from vaelab.models.kl import kl_term
+from vaelab.models.vae import VAE
 
 
 def _batches(x: torch.Tensor, batch_size: int):

@@ -19,9 +19,9 @@ from torch.distributions import (
     Normal,
 )
 
-from vaelab.discrete import OneHot
-from vaelab.kl import UnitNormal
-from vaelab.latents import positive
+from vaelab.models.discrete import OneHot
+from vaelab.models.kl import UnitNormal
+from vaelab.models.latents import positive
 
 
 class StandardNormal(nn.Module):

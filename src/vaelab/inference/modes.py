@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from vaelab.config import Config, ConfigError
-from vaelab.inference import PerDatapointParams, check_table_family, refine, with_params
-from vaelab.model import VAE
-from vaelab.train import Progress
+from vaelab.inference.refine import PerDatapointParams, check_table_family, refine, with_params
+from vaelab.models.vae import VAE
+from vaelab.training.trainer import Progress
 
 MODES = ("amortized", "semi-amortized", "mean-field")
 Prepare = Callable[[torch.Tensor], torch.Tensor]

@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from vaelab.explorer.session import BadRequest, LoadedModel
+from vaelab.viz.explorer.session import BadRequest, LoadedModel
 
 MAX_BODY = 256 * 1024  # bytes of a request body
 MIME = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -48,7 +48,7 @@ class HTTPProblem(Exception):
 def load_static() -> dict[str, tuple[bytes, str]]:
     """{file name: (bytes, content type)} for the files of ``vaelab/web``."""
     files: dict[str, tuple[bytes, str]] = {}
-    web = resources.files("vaelab") / "web"
+    web = resources.files("vaelab.viz") / "web"
     for entry in web.iterdir():
         suffix = "." + entry.name.rsplit(".", 1)[-1] if "." in entry.name else ""
         if entry.is_file() and suffix in MIME:

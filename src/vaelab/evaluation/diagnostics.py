@@ -31,8 +31,8 @@ from torch.distributions import (
     kl_divergence,
 )
 
-from vaelab.latent_space import marginals
-from vaelab.model import VAE
+from vaelab.models.latent_space import marginals
+from vaelab.models.vae import VAE
 
 COLLAPSE_FRACTION = 0.5  # warn when more than this fraction of the units is inactive
 

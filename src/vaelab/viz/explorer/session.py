@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from vaelab.explorer.images import as_picture, png_data_uri, strip
-from vaelab.latent_space import (
+from vaelab.models.latent_space import (
     decode_flat,
     encode_means,
     fit_projection,
@@ -25,6 +24,7 @@ from vaelab.latent_space import (
     is_categorical_model,
     is_discrete_model,
 )
+from vaelab.viz.explorer.images import as_picture, png_data_uri, strip
 
 LIMIT = 10.0  # largest |z_d| accepted for continuous latents (the prior has ~0 mass beyond)
 MAX_STEPS = 32  # largest interpolation strip

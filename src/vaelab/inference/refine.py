@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaelab.estimators import ESTIMATORS, Pathwise
-from vaelab.latents import LatentFamily
-from vaelab.model import VAE
-from vaelab.objectives import ObjectiveOutput, elbo
+from vaelab.inference.estimators import ESTIMATORS, Pathwise
+from vaelab.inference.objectives import ObjectiveOutput, elbo
+from vaelab.models.latents import LatentFamily
+from vaelab.models.vae import VAE
 
 Objective = Callable[[VAE, torch.Tensor], ObjectiveOutput]
 INITS = ("prior", "random", "encoder")
@@ -176,7 +176,7 @@ def default_estimator(q: Distribution, samples: int):
     if "score-function" not in ESTIMATORS:
         raise RefinementError(f"{type(q).__name__} has no rsample and no score-function "
                               "estimator is registered; refinement needs one of them")
-    from vaelab.baselines import LeaveOneOut
+    from vaelab.inference.baselines import LeaveOneOut
 
     baseline = LeaveOneOut(samples) if samples > 1 else None
     return ESTIMATORS["score-function"](baseline)
@@ -333,7 +333,7 @@ def fit_posteriors(model: VAE, x: torch.Tensor, *, init: str = "prior",
 def elbo_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int = 100,
             kl: str = "auto", batch_size: int = 500) -> dict[str, torch.Tensor]:
     """Per-datapoint ELBO, rec and KL (N,) with q(z|x_i) = family(params[i])."""
-    from vaelab.evaluate import elbo_terms
+    from vaelab.evaluation.evaluate import elbo_terms
 
     parts = [elbo_terms(with_params(model, params[i:i + batch_size]), x[i:i + batch_size],
                         samples=samples, kl=kl, batch_size=batch_size)
@@ -345,7 +345,7 @@ def elbo_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int =
 def log_likelihood_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int,
                       batch_size: int = 100, sample_chunk: int = 500) -> torch.Tensor:
     """Importance-sampled log p(x) (N,) with proposal q(z|x_i) = family(params[i])."""
-    from vaelab.evaluate import importance_log_likelihood
+    from vaelab.evaluation.evaluate import importance_log_likelihood
 
     return torch.cat([
         importance_log_likelihood(with_params(model, params[i:i + batch_size]),

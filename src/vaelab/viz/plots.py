@@ -193,7 +193,7 @@ def _tick(v: float) -> str:
 def plot_prior_grid(model, path: Path, values: torch.Tensor, codes: torch.Tensor,
                     axis_labels: tuple[str, str], title: str) -> Path:
     """Decoded E[x|z] on a grid of codes (rows of ``values.numel()``), axes labelled in z."""
-    from vaelab.latent_space import decode_flat
+    from vaelab.models.latent_space import decode_flat
 
     n = values.numel()
     images = decode_flat(model, codes)
@@ -226,7 +226,7 @@ def plot_interpolation(model, x: torch.Tensor, path: Path, pairs: int = 3, steps
 
     Each pair gets one row per interpolation mode (linear, spherical).
     """
-    from vaelab.latent_space import decode_flat, encode_means, interpolate
+    from vaelab.models.latent_space import decode_flat, encode_means, interpolate
 
     pairs = min(pairs, x.shape[0] // 2)
     if pairs < 1:
@@ -284,7 +284,7 @@ def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
     ``variable`` to class c. The discrete analogue of the prior-predictive grid. Returns
     None for non-categorical latents or non-image data.
     """
-    from vaelab.discrete import base_of, gumbel_max
+    from vaelab.models.discrete import base_of, gumbel_max
 
     if len(model.latent_shape) != 2 or not is_image(model.event_shape):
         return None

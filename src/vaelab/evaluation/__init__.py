@@ -1,0 +1,1 @@
+"""Evaluation: ELBO, IS log-likelihood, diagnostics, gradient statistics, amortization gaps."""

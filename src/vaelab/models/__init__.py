@@ -1,0 +1,1 @@
+"""Models: networks, latent families, priors, likelihoods and the VAE; distributions in, no loss."""

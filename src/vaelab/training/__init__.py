@@ -1,0 +1,2 @@
+"""Training: the model-agnostic trainer, the process group, run folders and checkpoints,
+speed settings."""

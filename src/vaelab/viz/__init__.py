@@ -1,0 +1,1 @@
+"""Pictures: plots, run figures, posterior snapshots, the HTML report and the explorer."""
