@@ -32,9 +32,10 @@ from torch import nn
 from vaelab.api import fit, load_split
 from vaelab.build import build_model, build_objective
 from vaelab.config import load_config
+from vaelab.schedules import Progress
 from vaelab.training.runs import RunDir
 from vaelab.training.speed import accelerate
-from vaelab.training.trainer import Progress, make_optimizer
+from vaelab.training.trainer import make_optimizer
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = {  # name: overrides

@@ -36,8 +36,9 @@ from vaelab.build import build_model, build_objective
 from vaelab.config import Config
 from vaelab.data import binarize, load_dataset
 from vaelab.models.fastlinear import ENABLED as ONEDNN_ENABLED
+from vaelab.schedules import Progress
 from vaelab.training.heap import keep_freed_memory
-from vaelab.training.trainer import Progress, Trainer
+from vaelab.training.trainer import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 SIZES = [(784, 512), (512, 40), (20, 512), (512, 784)]  # the default model's layers

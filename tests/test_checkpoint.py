@@ -14,6 +14,7 @@ import torch
 
 from vaelab.api import fit
 from vaelab.config import load_config
+from vaelab.rng import rng_states, set_rng_states
 from vaelab.training.runs import (
     Checkpoints,
     RunDir,
@@ -25,7 +26,6 @@ from vaelab.training.runs import (
     load_checkpoint,
     save_checkpoint,
 )
-from vaelab.training.trainer import rng_states, set_rng_states
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):

@@ -18,9 +18,8 @@ from vaelab.config import Config, ConfigError, ModelConfig, ObjectiveConfig
 from vaelab.inference.estimators import EstimatorError, GumbelSoftmax, Pathwise, StraightThrough
 from vaelab.models.kl import NoClosedFormKL, kl_term
 from vaelab.models.priors import BernoulliPrior, CategoricalPrior
-from vaelab.schedules import TemperatureSchedule, TemperatureWarning
+from vaelab.schedules import Progress, TemperatureSchedule, TemperatureWarning
 from vaelab.training.runs import RunError
-from vaelab.training.trainer import Progress
 from vaelab.viz import plots
 
 EVENT = (1, 8, 8)

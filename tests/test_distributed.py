@@ -22,10 +22,11 @@ from torch.distributions import (
     RelaxedOneHotCategorical,
 )
 
+from vaelab import rng
 from vaelab.api import fit
 from vaelab.config import load_config
+from vaelab.rng import Shard, bernoulli, draw, sharded
 from vaelab.training import distributed
-from vaelab.training.distributed import Shard, bernoulli, draw, sharded
 from vaelab.training.runs import RunDir, RunError, load_checkpoint
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -67,7 +68,7 @@ def test_sharded_draw_is_the_one_process_draw(family, world):
 
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_standard_normal_is_the_noise_of_draw(world):
-    """The fused ELBO's noise (distributed.standard_normal) is a unit Normal's draw, per rank."""
+    """The fused ELBO's noise (rng.standard_normal) is a unit Normal's draw, per rank."""
     unit = Normal(torch.zeros(B // world * world, D), torch.ones(B // world * world, D))
     torch.manual_seed(1)
     full = draw(unit, (1,))[0]
@@ -75,7 +76,7 @@ def test_standard_normal_is_the_noise_of_draw(world):
         shard = Shard(rank, world)
         torch.manual_seed(1)
         with sharded(shard):
-            local = distributed.standard_normal(B // world, D)
+            local = rng.standard_normal(B // world, D)
         assert torch.equal(local, full[shard.rows(B // world * world)])
 
 
@@ -183,7 +184,7 @@ def fit_init_params(sets: list[str]) -> dict[str, torch.Tensor]:
     """The model's parameters at initialisation (same seed as the runs)."""
     from vaelab.api import load_split
     from vaelab.build import build_model
-    from vaelab.training.trainer import seed_everything
+    from vaelab.rng import seed_everything
 
     config = load_config(overrides=sets)
     seed_everything(config.train.seed)

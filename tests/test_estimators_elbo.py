@@ -18,7 +18,7 @@ from linear_gaussian import LinearGaussian
 from vaelab.build import build_objective
 from vaelab.config import ObjectiveConfig
 from vaelab.evaluation.gradients import draw_gradients, fit_baseline, measure, parameter_groups
-from vaelab.training.trainer import Progress
+from vaelab.schedules import Progress
 
 ZMAX = 4.5
 COPIES = 50  # R: copies of each datapoint in one draw's batch

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from tiny import make_npz, tiny_config
+from vaelab import rng
 from vaelab.api import fit
 from vaelab.build import build_model, build_objective
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.inference.fused_elbo import fused_gaussian_bernoulli_elbo, fused_plan
-from vaelab.training import distributed
+from vaelab.schedules import Progress
 from vaelab.training.speed import accelerate
-from vaelab.training.trainer import Progress
 
 EVENT = (1, 6, 6)
 
@@ -92,7 +92,7 @@ def test_fused_draws_the_noise_of_each_shard():
     """Under data parallelism each rank's datapoints get the noise of a 1-process run."""
     model, objective = make([16])
     x = batch(10)
-    with distributed.sharded(distributed.Shard(rank=1, world=2)):
+    with rng.sharded(rng.Shard(rank=1, world=2)):
         fused, _ = run(model, objective, x[5:], fused=True)
         general, _ = run(model, objective, x[5:], fused=False)
     torch.testing.assert_close(fused.bound, general.bound, rtol=1e-5, atol=1e-5)

@@ -19,8 +19,9 @@ from vaelab.evaluation.evaluate import elbo_terms
 from vaelab.inference.modes import MeanField, SemiAmortized
 from vaelab.inference.objectives import elbo
 from vaelab.models.latents import FAMILIES, DiagonalGaussian
+from vaelab.schedules import Progress
 from vaelab.training.runs import load_checkpoint
-from vaelab.training.trainer import Progress, Trainer
+from vaelab.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

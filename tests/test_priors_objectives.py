@@ -10,7 +10,7 @@ import torch
 from vaelab.build import build_model, build_objective, kl_weight
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
 from vaelab.inference.objectives import apply_free_bits, elbo, iwae
-from vaelab.training.trainer import Progress
+from vaelab.schedules import Progress
 
 
 def test_kl_warm_up_is_linear_from_zero_to_beta():

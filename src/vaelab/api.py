@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaelab import rng
 from vaelab.build import (
     build_model,
     build_objective,
@@ -37,6 +38,8 @@ from vaelab.data import (
 )
 from vaelab.evaluation.evaluate import elbo_terms, evaluate, mean_and_stderr
 from vaelab.models.vae import VAE
+from vaelab.rng import seed_everything
+from vaelab.schedules import Progress
 from vaelab.training import distributed
 from vaelab.training.heap import keep_freed_memory
 from vaelab.training.runs import (
@@ -47,7 +50,7 @@ from vaelab.training.runs import (
     load_checkpoint,
 )
 from vaelab.training.speed import accelerate
-from vaelab.training.trainer import Progress, Trainer, seed_everything
+from vaelab.training.trainer import Trainer
 
 REDUCTION = ("nats per datapoint: log-densities summed over data elements and latent "
              "dimensions, averaged over datapoints")
@@ -230,12 +233,12 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
 
     def step_fn(batch: torch.Tensor, progress: Progress):
         # binarization noise: this rank's slice of the global batch's draw
-        xb = distributed.bernoulli(batch) if dynamic else batch
+        xb = rng.bernoulli(batch) if dynamic else batch
         out = objective(model, xb, progress)
         return out.loss, out.metrics()
 
     if mode is not None:
-        step_fn = mode.step_fn(lambda b: distributed.bernoulli(b) if dynamic else b)
+        step_fn = mode.step_fn(lambda b: rng.bernoulli(b) if dynamic else b)
 
     def validate_fn() -> dict[str, float]:
         terms = elbo_terms(model, valid_x, kl=evaluation_kl(config.objective))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent
 
+from vaelab import rng
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
 from vaelab.inference.baselines import BASELINES, build_baseline
 from vaelab.inference.estimators import ESTIMATORS, GumbelSoftmax, Pathwise, ScoreFunction
@@ -36,9 +37,7 @@ from vaelab.models.priors import (
     VampPrior,
 )
 from vaelab.models.vae import VAE
-from vaelab.schedules import TemperatureSchedule
-from vaelab.training import distributed
-from vaelab.training.trainer import Progress
+from vaelab.schedules import Progress, TemperatureSchedule, kl_weight
 
 
 def _choice(value: str, options, key: str) -> None:
@@ -177,13 +176,6 @@ LIKELIHOODS_ALL = ["bernoulli", "gaussian", "continuous-bernoulli", "logistic-25
 Objective = Callable[[VAE, torch.Tensor, Progress], ObjectiveOutput]
 
 
-def kl_weight(cfg: ObjectiveConfig, progress: Progress) -> float:
-    """beta, linearly warmed up from 0 over ``warmup_epochs``."""
-    if cfg.warmup_epochs <= 0:
-        return cfg.beta
-    return cfg.beta * min(1.0, progress.epoch / cfg.warmup_epochs)
-
-
 def resolve_estimator(cfg: ObjectiveConfig, discrete: bool = False) -> str:
     """objective.estimator with auto resolved: pathwise for Gaussian latents, gumbel-softmax
     (the relaxation of Jang et al. 2017) for discrete ones."""
@@ -319,7 +311,7 @@ class ConfiguredObjective(nn.Module):
 
     @staticmethod
     def _fused_elbo(plan: FusedPlan, x: torch.Tensor, beta: float) -> ObjectiveOutput:
-        eps = distributed.standard_normal(x.shape[0], plan.latent_dim)  # Pathwise's draw
+        eps = rng.standard_normal(x.shape[0], plan.latent_dim, x.device)  # Pathwise's draw
         loss, rec, kl = fused_gaussian_bernoulli_elbo(plan, x, eps, beta)
         return ObjectiveOutput(loss=loss, bound=rec - kl, rec=rec, kl=kl)
 

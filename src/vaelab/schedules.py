@@ -1,5 +1,7 @@
-"""The relaxation temperature over training: constant, or annealed as in Jang et al. 2017.
+"""Schedules over training, read from :class:`Progress`: the KL weight (beta with linear
+warm-up) and the relaxation temperature (constant, or annealed as in Jang et al. 2017).
 
+Temperature:
 tau(step) = max(tau_min, tau0 * exp(-rate * s)), where s is ``step`` rounded down to a
 multiple of ``every`` (the temperature is updated every ``every`` optimizer steps).
 ``rate = 0`` gives the constant tau0.
@@ -10,6 +12,23 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+
+from vaelab.config import ObjectiveConfig
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training is when a step runs: schedules (KL warm-up, temperature) read it."""
+
+    step: int  # optimizer steps completed before this one
+    epoch: float  # fractional epochs completed, e.g. 2.5 halfway through the third
+
+
+def kl_weight(cfg: ObjectiveConfig, progress: Progress) -> float:
+    """beta, linearly warmed up from 0 over ``warmup_epochs``."""
+    if cfg.warmup_epochs <= 0:
+        return cfg.beta
+    return cfg.beta * min(1.0, progress.epoch / cfg.warmup_epochs)
 
 
 class TemperatureWarning(UserWarning):

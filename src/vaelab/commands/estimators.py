@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.evaluation.gradients import compare_estimators, markdown_table, variants
     from vaelab.inference.baselines import BASELINES
     from vaelab.inference.estimators import ESTIMATORS
-    from vaelab.training.trainer import Progress
+    from vaelab.schedules import Progress
 
     if args.draws < 2:
         raise ValueError(f"--draws must be at least 2 to estimate a variance, got {args.draws}")

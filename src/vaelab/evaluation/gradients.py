@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab.training.trainer import Progress
+from vaelab.schedules import Progress
 
 GROUPS = ("encoder", "decoder")
 

@@ -23,7 +23,7 @@ from vaelab.models.discrete import (
     relax_in_log_space,
     straight_through,
 )
-from vaelab.training.distributed import (
+from vaelab.rng import (
     draw,  # = q.rsample, but data-parallel runs match one process
 )
 

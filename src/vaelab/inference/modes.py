@@ -23,7 +23,7 @@ from torch import nn
 from vaelab.config import Config, ConfigError
 from vaelab.inference.refine import PerDatapointParams, check_table_family, refine, with_params
 from vaelab.models.vae import VAE
-from vaelab.training.trainer import Progress
+from vaelab.schedules import Progress
 
 MODES = ("amortized", "semi-amortized", "mean-field")
 Prepare = Callable[[torch.Tensor], torch.Tensor]

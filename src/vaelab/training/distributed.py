@@ -19,10 +19,8 @@ get in a one-process run, and every rank's random stream stays in step with that
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,9 +28,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributions import Distribution
-
-from vaelab.data import binarize
 
 # How long the other ranks wait at the end for rank 0's evaluation. Long on purpose: if rank 0
 # dies instead, torchrun stops the whole job at once.
@@ -210,80 +205,3 @@ class StepModule(nn.Module):
 
     def forward(self, *args: Any) -> Any:
         return self.step_fn(*args)
-
-
-# ---- sharding of global batches and of their random numbers --------------------------------
-
-@dataclass(frozen=True)
-class Shard:
-    """Rank ``rank`` of ``world`` processes holds one equal slice of each global batch."""
-
-    rank: int = 0
-    world: int = 1
-
-    def rows(self, n: int) -> slice:
-        """This rank's rows of a global batch of ``n`` (``n`` divisible by ``world``)."""
-        if n % self.world:
-            raise ValueError(f"a global batch of {n} cannot be split evenly over "
-                             f"{self.world} processes")
-        size = n // self.world
-        return slice(self.rank * size, (self.rank + 1) * size)
-
-
-_SHARD: contextvars.ContextVar[Shard | None] = contextvars.ContextVar("vaelab_shard",
-                                                                      default=None)
-_WHOLE = Shard()
-
-
-@contextlib.contextmanager
-def sharded(shard: Shard) -> Iterator[None]:
-    """Within this block, :func:`draw` and :func:`bernoulli` act on ``shard`` of a global batch."""
-    token = _SHARD.set(shard)
-    try:
-        yield
-    finally:
-        _SHARD.reset(token)
-
-
-def current_shard() -> Shard:
-    return _SHARD.get() or _WHOLE
-
-
-def draw(d: Distribution, sample_shape: Sequence[int] = (), *, reparam: bool = True
-         ) -> torch.Tensor:
-    """``d.rsample(sample_shape)`` (or ``d.sample``) for this rank's slice of a global batch.
-
-    ``d`` has batch shape (b, ...) for the local b = B/W datapoints. The noise of the whole
-    global batch is drawn, shape ``(*sample_shape, W, b, ...)`` — the same random numbers, in
-    the same order, as one process drawing for (B, ...) — and slice ``rank`` is kept, so
-    every datapoint gets the noise it gets in a one-process run. Costs W times the sampling
-    arithmetic (not the networks). Outside :func:`sharded` it is the plain sample.
-    """
-    shard = current_shard()
-    shape = torch.Size(sample_shape)
-    if shard.world == 1:
-        return d.rsample(shape) if reparam else d.sample(shape)
-    full = d.expand(torch.Size([shard.world, *d.batch_shape]))
-    out = full.rsample(shape) if reparam else full.sample(shape)
-    return out.select(len(shape), shard.rank)
-
-
-def standard_normal(b: int, d: int) -> torch.Tensor:
-    """(b, d) N(0, 1) noise for this rank's b rows of a global batch: the numbers
-    :func:`draw` gives a pathwise sample of a (b, d) Normal, without building one."""
-    shard = current_shard()
-    if shard.world == 1:
-        return torch.randn(b, d)
-    return torch.randn(shard.world, b, d)[shard.rank]
-
-
-def bernoulli(p: torch.Tensor) -> torch.Tensor:
-    """Dynamic binarization (``data.binarize``) of this rank's rows ``p`` (b, ...) of a
-    global batch: uniforms for all W*b rows are drawn and this rank's slice kept (see
-    :func:`draw`), so every row gets the noise it gets in a 1-process run. Training
-    batches only: their dataset's range was checked when it was loaded."""
-    shard = current_shard()
-    if shard.world == 1:
-        return binarize(p, check=False)
-    u = torch.rand(shard.world, *p.shape)[shard.rank]
-    return u.lt_(p.to(torch.float32))

@@ -15,29 +15,20 @@ random state, so a resumed run continues exactly where the checkpoint was taken.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from vaelab.config import ConfigError, TrainConfig
 from vaelab.data import iterate_minibatches
+from vaelab.rng import Shard, rng_states, set_rng_states, sharded
+from vaelab.schedules import Progress
 from vaelab.training import distributed
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where training is when a step runs: schedules (KL warm-up, temperature) read it."""
-
-    step: int  # optimizer steps completed before this one
-    epoch: float  # fractional epochs completed, e.g. 2.5 halfway through the third
-
 
 StepFn = Callable[[torch.Tensor, Progress], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 # with Trainer(with_indices=True) the batch is (idx, xb): idx (B,) the rows of train_x, for
@@ -73,43 +64,6 @@ class TrainState:
                 "epoch_sums": {k: v.detach().cpu() for k, v in self.epoch_sums.items()},
                 "epoch_seen": self.epoch_seen, "epoch_seconds": self.epoch_seconds,
                 "epoch_records": list(self.epoch_records)}
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python ``random`` with ``seed``."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-def rng_states() -> dict[str, Any]:
-    """Every global random state (torch, CUDA, numpy, python) as tensors and plain values,
-    so a checkpoint holding them loads with ``torch.load(weights_only=True)``."""
-    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    version, py_state, gauss_next = random.getstate()
-    out: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what :func:`rng_states` returned."""
-    torch.set_rng_state(states["torch"])
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    p = states["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()),
-                     p["gauss_next"]))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -198,7 +152,7 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def _step(self, batch: torch.Tensor, progress: Progress) -> dict[str, torch.Tensor] | None:
-        with distributed.sharded(distributed.Shard(self.ctx.rank, self.ctx.world)):
+        with sharded(Shard(self.ctx.rank, self.ctx.world)):
             loss, terms = self.forward(batch, progress)
         where = f"step {self.state.step} (epoch {self.state.epoch + 1})"
         # every rank skips, or none; math.isfinite: one scalar read, not four tensor ops
@@ -259,7 +213,7 @@ class Trainer:
         if world == 1:
             return batch
         n = batch.shape[0] // world * world
-        return batch[:n][distributed.Shard(self.ctx.rank, world).rows(n)] if n else None
+        return batch[:n][Shard(self.ctx.rank, world).rows(n)] if n else None
 
     def _checkpoint(self, is_best: bool) -> None:
         if self.save_checkpoint is not None and self.ctx.is_main:
