@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaelab.api import fit, load_split
+from vaelab.api import fit
 from vaelab.build import build_model, build_objective
 from vaelab.config import load_config
+from vaelab.data.prepare import load_split
 from vaelab.schedules import Progress
 from vaelab.training.runs import RunDir
 from vaelab.training.speed import accelerate

@@ -182,8 +182,8 @@ def test_two_process_gloo_run_equals_one_process_run(tmp_path, one_thread, sampl
 
 def fit_init_params(sets: list[str]) -> dict[str, torch.Tensor]:
     """The model's parameters at initialisation (same seed as the runs)."""
-    from vaelab.api import load_split
     from vaelab.build import build_model
+    from vaelab.data.prepare import load_split
     from vaelab.rng import seed_everything
 
     config = load_config(overrides=sets)

@@ -19,9 +19,10 @@ import torch
 from scipy import integrate
 from scipy.special import expit
 
-from vaelab.api import fit, load_split, prepare_eval_x, uses_binarization
+from vaelab.api import fit
 from vaelab.build import build_model
 from vaelab.config import Config, ConfigError, ModelConfig, load_config
+from vaelab.data.prepare import load_split, prepare_eval_x, uses_binarization
 from vaelab.evaluation.evaluate import evaluate
 from vaelab.models.discretized import DiscretizedLogistic, log_sigmoid_difference
 from vaelab.models.likelihoods import build_likelihood

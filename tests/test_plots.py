@@ -225,7 +225,7 @@ def test_snapshots_are_the_encoder_means_at_each_saved_epoch(tmp_path):
     np.testing.assert_allclose(frames[-1][1], encode_means(final.model,
                                                            final.data("test")[:10]).numpy(),
                                atol=1e-6)
-    labels = vaelab.api.load_split(final.config, "test").y[:10].numpy()
+    labels = vaelab.data.prepare.load_split(final.config, "test").y[:10].numpy()
     np.testing.assert_array_equal(frames[-1][2], labels)
     assert not np.allclose(frames[0][1], frames[-1][1])  # training moved the posterior
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import platform
 import time
 from dataclasses import dataclass
@@ -30,16 +29,22 @@ from vaelab.build import (
 )
 from vaelab.config import Config, ConfigError
 from vaelab.data import (
-    ArrayDataset,
     binarize,
-    check_unit_interval,
     fixed_binarization,
-    load_dataset,
 )
-from vaelab.evaluation.evaluate import elbo_terms, evaluate, mean_and_stderr
+from vaelab.data.prepare import (
+    check_data,
+    eval_split,
+    limit_rows,
+    load_split,
+    prepare_eval_x,
+    uses_binarization,
+)
+from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
 from vaelab.models.vae import VAE
 from vaelab.rng import seed_everything
 from vaelab.schedules import Progress
+from vaelab.summary import summarize
 from vaelab.training import distributed
 from vaelab.training.heap import keep_freed_memory
 from vaelab.training.runs import (
@@ -51,47 +56,6 @@ from vaelab.training.runs import (
 )
 from vaelab.training.speed import accelerate
 from vaelab.training.trainer import Trainer
-
-REDUCTION = ("nats per datapoint: log-densities summed over data elements and latent "
-             "dimensions, averaged over datapoints")
-
-
-def load_split(config: Config, split: str) -> ArrayDataset:
-    return load_dataset(config.data.name, split, data_dir=config.data.data_dir or None)
-
-
-def limit_rows(data: ArrayDataset, limit: int) -> ArrayDataset:
-    """The first ``limit`` rows (data.train_limit; 0 = all): a small training subset."""
-    n = data.x.shape[0]
-    if limit < 0 or limit > n:
-        raise ConfigError(f"data.train_limit={limit} must be between 0 (all) and the "
-                          f"{data.split} split's {n} points")
-    if limit in (0, n):
-        return data
-    return dataclasses.replace(data, x=data.x[:limit],
-                               y=None if data.y is None else data.y[:limit],
-                               source=f"{data.source} (first {limit})")
-
-
-def uses_binarization(config: Config) -> bool:
-    return config.model.likelihood == "bernoulli" and config.data.binarize != "none"
-
-
-def prepare_eval_x(config: Config, data: ArrayDataset) -> torch.Tensor:
-    """Evaluation data: a fixed, seeded binarization for Bernoulli data, so numbers compare."""
-    if uses_binarization(config):
-        return fixed_binarization(data.x, config.data.binarize_seed)
-    return data.x
-
-
-def check_data(config: Config, model: VAE, data: ArrayDataset) -> None:
-    lo_hi = model.likelihood.data_range
-    if lo_hi == (0.0, 1.0):
-        check_unit_interval(data.x, f"{data.name} ({data.split})")
-    if getattr(model.likelihood, "requires_8bit", False) and not data.is_8bit:
-        raise ConfigError(f"model.likelihood={config.model.likelihood} models the 256 levels of "
-                          f"8-bit data, but {data.name} ({data.split}) is not 8-bit (uint8 "
-                          "values k/255); use model.likelihood=continuous-bernoulli or gaussian")
 
 
 @dataclass
@@ -207,7 +171,7 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
         objective.temperature.check_reaches_floor(config.train.epochs * steps_per_epoch)
     for data in (train, valid):
         if data is not None:
-            check_data(config, model, data)
+            check_data(config, model.likelihood, data)
     train_x = train.x
     if uses_binarization(config) and config.data.binarize == "static":
         train_x = fixed_binarization(train_x, config.data.binarize_seed + 1)
@@ -343,8 +307,7 @@ def posterior_snapshots(config: Config, run_dir: RunDir):
     if config.train.snapshot_points < 1:
         raise ConfigError(f"train.snapshot_points must be at least 1 when "
                           f"train.snapshot_every > 0, got {config.train.snapshot_points}")
-    split = config.data.test_split or config.data.valid_split or config.data.train_split
-    data = load_split(config, split)
+    data = load_split(config, eval_split(config))
     n = config.train.snapshot_points
     return PosteriorSnapshots(run_dir.path, prepare_eval_x(config, data)[:n],
                               None if data.y is None else data.y[:n],
@@ -374,98 +337,3 @@ def grad_variance_hook(config: Config, model: VAE, objective, dynamic: bool):
         return variance_record(stats, progress.step + 1)
 
     return hook
-
-
-def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) -> dict[str, Any]:
-    """Test-set evaluation, pictures and the facts needed to read the numbers."""
-    config = run.config
-    test = run.evaluate(config.data.test_split, progress=config.train.progress) \
-        if config.data.test_split else {}
-    history = run_dir.read_metrics()
-    summary: dict[str, Any] = {
-        "test": test,
-        "epochs": trainer.state.epoch,
-        "steps": trainer.state.step,
-        "train_seconds": round(trainer.state.elapsed, 2),
-        "images_per_sec": round(sum(r["images_per_sec"] for r in history) / len(history), 1)
-        if history else None,
-        "stop_reason": trainer.stop_reason or "completed",
-        "checkpoint": "best" if run_dir.best_checkpoint.is_file() else "last",
-        "objective_audit": objective_audit(run),
-        "pictures": [],
-    }
-    audit_range = summary["objective_audit"]["output_range"]
-    summary["warnings"] = list(test.get("warnings", [])) + (
-        [f"output range: {audit_range['note']}"] if audit_range["status"] != "ok" else [])
-    if pictures:
-        from vaelab.viz.figures import render_safely
-
-        if config.train.inference == "mean-field":  # the encoder is untrained: prior only
-            summary["pictures"], summary["pictures_skipped"] = render_safely(
-                run, kinds=("samples", "curves", "grid"))
-        else:
-            summary["pictures"], summary["pictures_skipped"] = render_safely(run)
-        if config.data.test_split and tuple(run.model.latent_shape) == (2,) \
-                and config.train.inference != "mean-field":
-            from vaelab.evaluation.diagnostics import plot_latent_2d
-
-            test_data = load_split(config, config.data.test_split)
-            made = plot_latent_2d(run.model, run.data(config.data.test_split)[:2000],
-                                  run_dir.path / "latent-prior.png",
-                                  None if test_data.y is None else test_data.y[:2000])
-            if made is not None:
-                summary["pictures"].append(made.name)
-    return summary
-
-
-def objective_audit(run: Run, data: ArrayDataset | None = None) -> dict[str, Any]:
-    """One line a reader needs before trusting any number in the summary; ``data`` (raw,
-    not binarized; default the test split) is checked against the decoder's output range."""
-    from vaelab.evaluation.diagnostics import output_range_check
-
-    cfg = run.config
-    obj = cfg.objective
-    free_bits = f"free bits {obj.free_bits}" + (f" per group of {obj.free_bits_groups}"
-                                                if obj.free_bits_groups else " per dimension")
-    audit: dict[str, Any] = {
-        "reduction": REDUCTION,
-        "objective": f"{obj.name}, K={obj.samples}, "
-                     f"KL {obj.kl}, beta={obj.beta}, "
-                     f"warm-up {obj.warmup_epochs} epochs, "
-                     f"{free_bits}",
-        "kl_weight": f"beta={obj.beta}" + (f", linear warm-up from 0 over {obj.warmup_epochs} "
-                                           "epochs" if obj.warmup_epochs > 0 else ""),
-        "likelihood": cfg.model.likelihood,
-        "binarization": run.binarization_note(),
-        "latent": latent_audit(run),
-        "data_range_checked": run.model.likelihood.data_range is not None,
-    }
-    split = cfg.data.test_split or cfg.data.valid_split or cfg.data.train_split
-    data = data if data is not None else load_split(cfg, split)
-    audit["output_range"] = output_range_check(run.model, cfg.model.likelihood, data.x,
-                                               is_8bit=data.is_8bit,
-                                               binarized=uses_binarization(cfg))
-    audit["line"] = (f"objective audit: {audit['objective']}; {audit['likelihood']} "
-                     f"likelihood; sum over data elements, mean over batch; output range "
-                     f"{audit['output_range']['status']}")
-    return audit
-
-
-def latent_audit(run: Run) -> str:
-    """The latent family, and for discrete latents how training and evaluation differ."""
-    cfg = run.config
-    shape = " x ".join(str(d) for d in run.model.latent_shape)
-    if not run.model.posterior.discrete:
-        return f"{cfg.model.latent}, {shape}"
-    objective = build_objective(cfg.objective, tuple(run.model.event_shape), discrete=True)
-    training = objective.estimator.name
-    if objective.relaxed:
-        training += f" relaxation, {objective.temperature.describe()}"
-        if cfg.objective.kl == "relaxed":
-            lam = cfg.objective.prior_temperature
-            training += (", KL between the relaxed posterior and a relaxed prior at "
-                         + (f"temperature {lam:g}" if lam else "the same temperature"))
-    prior = "uniform" if cfg.model.prior == "auto" else cfg.model.prior
-    return (f"{cfg.model.latent}, {shape}, {prior} prior; "
-            f"training: {training}; evaluation: the discrete model (hard samples, exact "
-            "KL, importance sampling with discrete proposals), never the relaxation")

@@ -55,9 +55,10 @@ def _split_list(text: str | None) -> list[str] | None:
 
 def load_target(target: str, overrides: list[str], checkpoint: str):
     """(config, model, default out folder) from a run folder or a config file."""
-    from vaelab.api import load_run, load_split
+    from vaelab.api import load_run
     from vaelab.build import build_model
     from vaelab.config import load_config
+    from vaelab.data.prepare import load_split
 
     path = Path(target)
     if path.is_dir():
@@ -82,7 +83,7 @@ def torch_seed(seed: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from vaelab.api import load_split, prepare_eval_x
+    from vaelab.data.prepare import load_split, prepare_eval_x
     from vaelab.evaluation.gradients import compare_estimators, markdown_table, variants
     from vaelab.inference.baselines import BASELINES
     from vaelab.inference.estimators import ESTIMATORS

@@ -18,6 +18,10 @@ from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
 from vaelab.models.kl import kl_term
 from vaelab.models.vae import VAE
 
+# how every reported number is reduced over data elements and datapoints
+REDUCTION = ("nats per datapoint: log-densities summed over data elements and latent "
+             "dimensions, averaged over datapoints")
+
 
 def _batches(x: torch.Tensor, batch_size: int):
     for i in range(0, x.shape[0], batch_size):

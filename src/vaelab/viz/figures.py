@@ -84,18 +84,19 @@ class RunPictures:
 
     @cached_property
     def split(self) -> str:
-        data = self.run.config.data
-        return data.test_split or data.valid_split or data.train_split
+        from vaelab.data.prepare import eval_split
+
+        return eval_split(self.run.config)
 
     @cached_property
     def dataset(self):
-        from vaelab.api import load_split
+        from vaelab.data.prepare import load_split
 
         return load_split(self.run.config, self.split)
 
     @cached_property
     def x(self) -> torch.Tensor:
-        from vaelab.api import prepare_eval_x
+        from vaelab.data.prepare import prepare_eval_x
 
         return prepare_eval_x(self.run.config, self.dataset)
 

@@ -65,7 +65,7 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        from vaelab.api import load_split, prepare_eval_x
+        from vaelab.data.prepare import eval_split, load_split, prepare_eval_x
 
         cfg = self.run.config
         model = self.run.model.eval()
@@ -73,7 +73,7 @@ class LoadedModel:
         self.flat_dim = model.posterior.flat_dim
         self.discrete = is_discrete_model(model)
         self.categorical = is_categorical_model(model)
-        self.split = cfg.data.test_split or cfg.data.valid_split or cfg.data.train_split
+        self.split = eval_split(cfg)
         data = load_split(cfg, self.split)
         x = prepare_eval_x(cfg, data)[: self.points]
         self.value_range = (0.0, 1.0) if float(x.min()) >= 0 and float(x.max()) <= 1 \

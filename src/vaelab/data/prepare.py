@@ -1,0 +1,64 @@
+"""A split as trained and as evaluated: loading by config, row limits, binarization, checks.
+
+Training sees dynamic (or static) binarization of Bernoulli data; evaluation always sees one
+fixed, seeded binarization, so numbers from different runs and commands compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from vaelab.config import Config, ConfigError
+from vaelab.data.batching import check_unit_interval, fixed_binarization
+from vaelab.data.dataset import ArrayDataset
+from vaelab.data.loading import load_dataset
+
+
+def load_split(config: Config, split: str) -> ArrayDataset:
+    """The named split of ``data.name``, as stored (not binarized)."""
+    return load_dataset(config.data.name, split, data_dir=config.data.data_dir or None)
+
+
+def limit_rows(data: ArrayDataset, limit: int) -> ArrayDataset:
+    """The first ``limit`` rows (data.train_limit; 0 = all): a small training subset."""
+    n = data.x.shape[0]
+    if limit < 0 or limit > n:
+        raise ConfigError(f"data.train_limit={limit} must be between 0 (all) and the "
+                          f"{data.split} split's {n} points")
+    if limit in (0, n):
+        return data
+    return dataclasses.replace(data, x=data.x[:limit],
+                               y=None if data.y is None else data.y[:limit],
+                               source=f"{data.source} (first {limit})")
+
+
+def uses_binarization(config: Config) -> bool:
+    return config.model.likelihood == "bernoulli" and config.data.binarize != "none"
+
+
+def prepare_eval_x(config: Config, data: ArrayDataset) -> torch.Tensor:
+    """Evaluation data: a fixed, seeded binarization for Bernoulli data, so numbers compare."""
+    if uses_binarization(config):
+        return fixed_binarization(data.x, config.data.binarize_seed)
+    return data.x
+
+
+def check_data(config: Config, likelihood: Any, data: ArrayDataset) -> None:
+    """Refuse data outside the likelihood's support (``likelihood``: a models.likelihoods
+    object, read for ``data_range`` and ``requires_8bit``)."""
+    lo_hi = likelihood.data_range
+    if lo_hi == (0.0, 1.0):
+        check_unit_interval(data.x, f"{data.name} ({data.split})")
+    if getattr(likelihood, "requires_8bit", False) and not data.is_8bit:
+        raise ConfigError(f"model.likelihood={config.model.likelihood} models the 256 levels of "
+                          f"8-bit data, but {data.name} ({data.split}) is not 8-bit (uint8 "
+                          "values k/255); use model.likelihood=continuous-bernoulli or gaussian")
+
+
+def eval_split(config: Config) -> str:
+    """The split pictures and audits look at: test, else validation, else training."""
+    data = config.data
+    return data.test_split or data.valid_split or data.train_split
