@@ -29,6 +29,7 @@ from vaelab.build import (
 )
 from vaelab.config import Config, ConfigError
 from vaelab.data import (
+    ArrayDataset,
     binarize,
     fixed_binarization,
 )
@@ -148,20 +149,56 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
     return run
 
 
+@dataclass
+class _Setup:
+    """Everything a run needs, built and checked before any file is written."""
+
+    config: Config
+    train: ArrayDataset
+    model: VAE
+    objective: Any  # build.ConfiguredObjective
+    train_x: torch.Tensor  # on the device; statically binarized if asked
+    valid_x: torch.Tensor | None  # as evaluated (fixed binarization)
+    dynamic: bool  # fresh binarization of every training batch
+    mode: Any  # inference/modes.py: semi-amortized or mean-field, else None
+    step_hook: Any  # gradient-variance probe, or None
+
+
 def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,
          overwrite: bool = False, resume: str | Path | None = None,
          pictures: bool = True) -> Run:
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    if resume is not None:
-        run_dir = RunDir.existing(resume)
+    run_dir = RunDir.existing(resume) if resume is not None else None
+    if run_dir is not None:
         config = run_dir.read_config()
     seed_everything(config.train.seed)
+    setup = _set_up(config, ctx, warm=resume is None)
+    if run_dir is None:  # only now: bad data or config must not leave an empty run folder
+        run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
+            out or default_run_name(config), overwrite=overwrite).path))
+    snapshots = posterior_snapshots(config, run_dir)
+    trainer = _make_trainer(setup, run_dir, ctx, snapshots)
+    if resume is not None:
+        _restore(setup, trainer, run_dir, ctx)
+    elif ctx.is_main:
+        _write_new_run(setup, run_dir)
+    if snapshots is not None and resume is None and ctx.is_main:
+        snapshots.save(setup.model, 0)  # the posterior at initialisation: near the prior
+    trainer.fit(setup.train_x)
+    if not ctx.is_main:  # rank 0 evaluates and writes the summary
+        return Run(path=run_dir.path, config=config, model=setup.model.eval(),
+                   meta={"event_shape": list(setup.train.event_shape)})
+    return _finish(setup, trainer, run_dir, pictures=pictures)
+
+
+def _set_up(config: Config, ctx: distributed.Context, *, warm: bool) -> _Setup:
+    """Load the data, build model and objective, check them together, move to the device."""
     train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
     model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
                         data_x=train.x)
-    if config.train.init_from and resume is None:
+    if config.train.init_from and warm:
         warm_start(model, config.train.init_from)
     objective = build_objective(config.objective, train.event_shape,
                                 discrete=model.posterior.discrete, fused=config.train.fused)
@@ -183,17 +220,22 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
     valid_x = valid_x.to(ctx.device) if valid_x is not None else None
     accelerate([model.encoder, model.decoder], precision=config.train.precision,
                compile=config.train.compile, device_type=ctx.device.type)
-    mode = None  # semi-amortized or mean-field inference (train_modes.py)
+    mode = None
     if config.train.inference != "amortized":
         from vaelab.inference.modes import build_mode
 
         mode = build_mode(config, model, objective, train_x.shape[0], ctx.world)
         if mode.state is not None:
             mode.state.to(ctx.device)
-    step_hook = grad_variance_hook(config, model, objective, dynamic)
-    if resume is None:  # only now: bad data or config must not leave an empty run folder
-        run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
-            out or default_run_name(config), overwrite=overwrite).path))
+    return _Setup(config, train, model, objective, train_x, valid_x, dynamic, mode,
+                  grad_variance_hook(config, model, objective, dynamic))
+
+
+def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
+                  snapshots: Any) -> Trainer:
+    """The trainer with the VAE's step, validation, epoch-end and checkpoint functions."""
+    config, model, objective, mode = setup.config, setup.model, setup.objective, setup.mode
+    dynamic = setup.dynamic
 
     def step_fn(batch: torch.Tensor, progress: Progress):
         # binarization noise: this rank's slice of the global batch's draw
@@ -205,11 +247,9 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
         step_fn = mode.step_fn(lambda b: rng.bernoulli(b) if dynamic else b)
 
     def validate_fn() -> dict[str, float]:
-        terms = elbo_terms(model, valid_x, kl=evaluation_kl(config.objective))
+        terms = elbo_terms(model, setup.valid_x, kl=evaluation_kl(config.objective))
         return {f"val_{'bound' if k == 'elbo' else k}": mean_and_stderr(v)[0]
                 for k, v in terms.items()}
-
-    snapshots = posterior_snapshots(config, run_dir)
 
     def on_epoch_end(trainer: Trainer, record: dict[str, Any]) -> None:
         if objective.relaxed:  # the temperature of the epoch's last step
@@ -226,45 +266,51 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
         run_dir.checkpoints.save(payload, trainer.state.step, best=is_best,
                                  keep=config.train.keep_checkpoints)
 
+    validates = setup.valid_x is not None and (mode is None or mode.validates)
     # the objective may train parameters of its own (a score-function baseline)
-    trainer = Trainer(config.train, nn.ModuleList([model, objective]), step_fn,
-                      validate_fn=validate_fn if valid_x is not None
-                      and (mode is None or mode.validates) else None,
-                      on_epoch_end=on_epoch_end, save_checkpoint=checkpoint,
-                      on_step_end=step_hook,
-                      with_indices=mode is not None and mode.with_indices)
-    if resume is not None:
-        if not run_dir.last_checkpoint.is_file():
-            raise RunError(f"{run_dir.path} has no checkpoint yet (training stopped before the "
-                           "first one); start it again with --overwrite")
-        state = load_checkpoint(run_dir.last_checkpoint)
-        check_resumable(state, run_dir.last_checkpoint, config, ctx.world)
-        model.load_state_dict(state["model"])
-        if "objective" in state:
-            objective.load_state_dict(state["objective"])
-        if mode is not None and mode.state is not None and "inference" in state:
-            mode.state.load_state_dict(state["inference"])
-        trainer.load_state_dict(state)
-        if ctx.is_main:
-            run_dir.truncate_metrics(trainer.state.epoch)
-            run_dir.checkpoints.remove_partial()
-    elif ctx.is_main:
-        run_dir.write_config(config)
-        run_dir.write_json("meta.json", {
-            "event_shape": list(train.event_shape), "dataset": train.name,
-            "train_source": train.source, "train_size": int(train_x.shape[0]),
-            "is_8bit": train.is_8bit, "parameters": count_parameters(model),
-            "torch": torch.__version__, "python": platform.python_version()})
-    if snapshots is not None and resume is None and ctx.is_main:
-        snapshots.save(model, 0)  # the posterior at initialisation: a blob near the prior
-    trainer.fit(train_x)
-    if not ctx.is_main:  # rank 0 evaluates and writes the summary
-        return Run(path=run_dir.path, config=config, model=model.eval(),
-                   meta={"event_shape": list(train.event_shape)})
+    return Trainer(config.train, nn.ModuleList([model, objective]), step_fn,
+                   validate_fn=validate_fn if validates else None,
+                   on_epoch_end=on_epoch_end, save_checkpoint=checkpoint,
+                   on_step_end=setup.step_hook,
+                   with_indices=mode is not None and mode.with_indices)
+
+
+def _restore(setup: _Setup, trainer: Trainer, run_dir: RunDir, ctx: distributed.Context) -> None:
+    """Continue a run from its last checkpoint: weights, optimizer, position, RNG states."""
+    if not run_dir.last_checkpoint.is_file():
+        raise RunError(f"{run_dir.path} has no checkpoint yet (training stopped before the "
+                       "first one); start it again with --overwrite")
+    state = load_checkpoint(run_dir.last_checkpoint)
+    check_resumable(state, run_dir.last_checkpoint, setup.config, ctx.world)
+    setup.model.load_state_dict(state["model"])
+    if "objective" in state:
+        setup.objective.load_state_dict(state["objective"])
+    mode = setup.mode
+    if mode is not None and mode.state is not None and "inference" in state:
+        mode.state.load_state_dict(state["inference"])
+    trainer.load_state_dict(state)
+    if ctx.is_main:
+        run_dir.truncate_metrics(trainer.state.epoch)
+        run_dir.checkpoints.remove_partial()
+
+
+def _write_new_run(setup: _Setup, run_dir: RunDir) -> None:
+    """config.toml and meta.json of a new run: what load_run needs to rebuild the model."""
+    train = setup.train
+    run_dir.write_config(setup.config)
+    run_dir.write_json("meta.json", {
+        "event_shape": list(train.event_shape), "dataset": train.name,
+        "train_source": train.source, "train_size": int(setup.train_x.shape[0]),
+        "is_8bit": train.is_8bit, "parameters": count_parameters(setup.model),
+        "torch": torch.__version__, "python": platform.python_version()})
+
+
+def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool) -> Run:
+    """Reload the best weights, evaluate, write summary.json and the report."""
     run = load_run(run_dir.path)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
-    summary["training_step"] = ("fused ELBO (src/vaelab/fused_elbo.py, train.fused)"
-                                if objective.trains_fused(model) else
+    summary["training_step"] = ("fused ELBO (src/vaelab/inference/fused_elbo.py, train.fused)"
+                                if setup.objective.trains_fused(setup.model) else
                                 "autograd through the model's modules and distributions")
     run_dir.write_json("summary.json", summary)
     if pictures:
