@@ -4,7 +4,7 @@ Measured mean and variance of one gradient draw per estimator against the analyt
 (pathwise 4 sigma^2; score function mu^4/sigma^2 + 14 mu^2 + 15 sigma^2; with a constant
 baseline b: c^2/sigma^2 + 4c + 8 mu^2 + 10 sigma^2, c = mu^2 + sigma^2 - b), with standard
 errors (of a sample variance: sqrt((m4 - s^4 (n-3)/(n-1)) / n)). The same checks, with
-tolerances, are tests/test_estimators.py.
+tolerances, are tests/inference/test_estimators.py.
 
     python benchmarks/estimators_toy.py
 """

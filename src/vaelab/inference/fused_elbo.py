@@ -11,7 +11,7 @@ bookkeeping, and the Python of modules and distributions. Here the forward pass 
 kernels (the activation fused into oneDNN's GEMMs) and the backward pass a straight list of
 them, with no per-op graph. Same numbers as the general path (``objectives.elbo``) to
 float32 rounding, and the same random draws, so a run does not change when the fused path
-switches on or off (``tests/test_fused_elbo.py``). It is used only where it applies
+switches on or off (``tests/inference/test_fused_elbo.py``). It is used only where it applies
 (:func:`fused_plan`); ``train.fused=false`` switches it off.
 
 The gradients, with c = dL/dloss / B, l the decoder's logits, z = mu + s * eps and

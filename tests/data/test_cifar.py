@@ -204,7 +204,7 @@ def test_conv_vae_with_the_8bit_likelihood_reports_bits_per_dim(mini, tmp_path):
 def test_the_cifar10_config_builds_a_conv_vae_for_colour_images():
     from vaelab.build import build_model
 
-    config = load_config(Path(__file__).parents[1] / "configs" / "cifar10.toml")
+    config = load_config(Path(__file__).parents[2] / "configs" / "cifar10.toml")
     assert config.data.name == "cifar10" and config.model.likelihood == "logistic-256"
     model = build_model(config.model, (3, 32, 32))
     px = model.decode(torch.zeros(2, config.model.latent_dim))

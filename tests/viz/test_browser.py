@@ -21,7 +21,7 @@ from viz_runs import tiny_run
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("VAELAB_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TIMEOUT_MS = 20_000
 
 

@@ -25,7 +25,7 @@ from vaelab.api import fit
 from vaelab.config import load_config
 from vaelab.training.runs import RunDir, load_checkpoint
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 # train (argv: out, "new", overrides...) or resume (argv: out, "resume") without pictures
 TRAIN_SCRIPT = """

@@ -290,7 +290,7 @@ def test_explore_command_serves_and_refuses_missing_runs(tmp_path_factory, tmp_p
     assert "not a vaelab run folder" in capsys.readouterr().err
     assert main(["explore", str(tmp_path), "--port", "70000"]) == 2
     run = tiny_run(tmp_path_factory, "gaussian", "image")
-    src = str(Path(__file__).resolve().parent.parent / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaelab", "explore", str(run.path), "--port", "0",
          "--no-browser"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,6 +1,6 @@
 """report.html: self-contained (every picture embedded, nothing fetched), complete (config,
 numbers, metrics, evaluation JSON), escaped, and written by `vaelab train` and `vaelab report`.
-(The browser test opens it in Chromium: tests/test_browser.py.)"""
+(The browser test opens it in Chromium: tests/viz/test_browser.py.)"""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from vaelab.rng import Shard, bernoulli, draw, sharded
 from vaelab.training import distributed
 from vaelab.training.runs import RunDir, RunError, load_checkpoint
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 B, D, K = 6, 5, 3
 _g = torch.Generator().manual_seed(0)

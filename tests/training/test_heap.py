@@ -8,7 +8,7 @@ import pytest
 
 from vaelab.training.heap import keep_freed_memory
 
-SRC = os.path.join(os.path.dirname(__file__), "..", "src")
+SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
 
 
 def run_child(env_extra: dict[str, str]) -> str:
