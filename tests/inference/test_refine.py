@@ -27,21 +27,24 @@ from linear_gaussian import LinearGaussian
 from vaelab.build import build_model
 from vaelab.config import ModelConfig
 from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood
-from vaelab.evaluation.gaps import monotonicity, smooth
+from vaelab.evaluation.gaps import (
+    elbo_at,
+    log_likelihood_at,
+    monotonicity,
+    smooth,
+    steps_to_reach,
+)
 from vaelab.inference.objectives import elbo
 from vaelab.inference.refine import (
     LookupEncoder,
     PerDatapointParams,
     RefinementError,
     check_table_family,
-    elbo_at,
     encoder_init,
     fit_posteriors,
     initial_params,
-    log_likelihood_at,
     refine,
     refine_dataset,
-    steps_to_reach,
     with_params,
 )
 from vaelab.models.latents import FAMILIES, DiagonalGaussian

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from vaelab.evaluation.evaluate import mean_and_stderr
+from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood, mean_and_stderr
 from vaelab.inference.refine import (
     BBVI_LR,
     BBVI_LR_FINAL,
@@ -30,11 +30,9 @@ from vaelab.inference.refine import (
     RefinementError,
     bbvi_samples,
     check_table_family,
-    elbo_at,
     encoder_init,
-    log_likelihood_at,
     refine_dataset,
-    steps_to_reach,
+    with_params,
 )
 from vaelab.models.vae import VAE
 
@@ -198,3 +196,31 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def elbo_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int = 100,
+            kl: str = "auto", batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """Per-datapoint ELBO, rec and KL (N,) with q(z|x_i) = family(params[i])."""
+    parts = [elbo_terms(with_params(model, params[i:i + batch_size]), x[i:i + batch_size],
+                        samples=samples, kl=kl, batch_size=batch_size)
+             for i in range(0, x.shape[0], batch_size)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@torch.no_grad()
+def log_likelihood_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int,
+                      batch_size: int = 100, sample_chunk: int = 500) -> torch.Tensor:
+    """Importance-sampled log p(x) (N,) with proposal q(z|x_i) = family(params[i])."""
+    return torch.cat([
+        importance_log_likelihood(with_params(model, params[i:i + batch_size]),
+                                  x[i:i + batch_size], samples=samples,
+                                  batch_size=batch_size, sample_chunk=sample_chunk)
+        for i in range(0, x.shape[0], batch_size)])
+
+
+def steps_to_reach(curve: torch.Tensor, target: float) -> int | None:
+    """First index where ``curve`` (T,) is >= target, or None if it never is."""
+    hits = (curve >= target).nonzero()
+    return int(hits[0]) if hits.numel() else None
+

@@ -327,35 +327,3 @@ def fit_posteriors(model: VAE, x: torch.Tensor, *, init: str = "prior",
                          samples=samples, batch_size=batch_size, progress=progress)
     return VAE(LookupEncoder(x, res.params), model.posterior, model.prior_module,
                model.decoder, model.likelihood)
-
-
-@torch.no_grad()
-def elbo_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int = 100,
-            kl: str = "auto", batch_size: int = 500) -> dict[str, torch.Tensor]:
-    """Per-datapoint ELBO, rec and KL (N,) with q(z|x_i) = family(params[i])."""
-    from vaelab.evaluation.evaluate import elbo_terms
-
-    parts = [elbo_terms(with_params(model, params[i:i + batch_size]), x[i:i + batch_size],
-                        samples=samples, kl=kl, batch_size=batch_size)
-             for i in range(0, x.shape[0], batch_size)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
-@torch.no_grad()
-def log_likelihood_at(model: VAE, x: torch.Tensor, params: torch.Tensor, *, samples: int,
-                      batch_size: int = 100, sample_chunk: int = 500) -> torch.Tensor:
-    """Importance-sampled log p(x) (N,) with proposal q(z|x_i) = family(params[i])."""
-    from vaelab.evaluation.evaluate import importance_log_likelihood
-
-    return torch.cat([
-        importance_log_likelihood(with_params(model, params[i:i + batch_size]),
-                                  x[i:i + batch_size], samples=samples,
-                                  batch_size=batch_size, sample_chunk=sample_chunk)
-        for i in range(0, x.shape[0], batch_size)])
-
-
-def steps_to_reach(curve: torch.Tensor, target: float) -> int | None:
-    """First index where ``curve`` (T,) is >= target, or None if it never is."""
-    hits = (curve >= target).nonzero()
-    return int(hits[0]) if hits.numel() else None
-
