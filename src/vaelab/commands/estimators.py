@@ -84,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from vaelab.data.prepare import load_split, prepare_eval_x
-    from vaelab.evaluation.gradients import compare_estimators, markdown_table, variants
+    from vaelab.evaluation.estimator_comparison import (
+        compare_estimators,
+        markdown_table,
+        variants,
+    )
     from vaelab.inference.baselines import BASELINES
     from vaelab.inference.estimators import ESTIMATORS
     from vaelab.schedules import Progress
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
-    from vaelab.evaluation.gradients import markdown_table
+    from vaelab.evaluation.estimator_comparison import markdown_table
     from vaelab.training.runs import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
