@@ -242,8 +242,9 @@ def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: f
         lam = init if differentiable else init.detach().clone()
         if not lam.requires_grad:
             lam.requires_grad_(True)
-        m, v = torch.zeros_like(lam.detach()), torch.zeros_like(lam.detach())  # Adam moments
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        # Adam's moments are per coordinate: one optimizer over the (B, P) leaf is B
+        # independent per-datapoint optimisations
+        adam = torch.optim.Adam([lam], lr=lr) if method == "adam" else None
         trace, first_grad = [], None
         for t in range(1, steps + 1):
             lr_t = lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * (t - 1) / steps))
@@ -256,12 +257,10 @@ def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: f
                                           create_graph=differentiable)
             if first_grad is None:
                 first_grad = grad.detach()
-            if method == "adam":
-                with torch.no_grad():
-                    m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                    step = lr_t * (m / (1 - beta1 ** t)) / ((v / (1 - beta2 ** t)).sqrt() + eps)
-                    lam = (lam - step).requires_grad_(True)
+            if adam is not None:
+                adam.param_groups[0]["lr"] = lr_t
+                lam.grad = grad
+                adam.step()  # in place on the leaf lam
                 continue
             if clip > 0:
                 norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)  # (B,)
