@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 from collections.abc import Callable
@@ -20,8 +21,10 @@ from vaelab.inference.fused_elbo import (
     fused_gaussian_bernoulli_elbo,
     fused_plan,
 )
+from vaelab.inference.layered import LAYERED_OBJECTIVES
 from vaelab.inference.objectives import OBJECTIVES, ObjectiveOutput
-from vaelab.models.latents import FAMILIES, LatentFamily
+from vaelab.models.hierarchical import INFERENCE, TOP_DOWN, HierarchicalVAE
+from vaelab.models.latents import FAMILIES, DiagonalGaussian, LatentFamily
 from vaelab.models.likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -156,7 +159,13 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
                 data_mean: torch.Tensor | None = None,
                 data_x: torch.Tensor | None = None) -> VAE:
     """A VAE for data of ``event_shape``; ``data_mean`` (event_shape) initialises the output,
-    ``data_x`` (N, *event_shape) the vamp prior's pseudo-inputs (K random rows)."""
+    ``data_x`` (N, *event_shape) the vamp prior's pseudo-inputs (K random rows). With
+    several ``model.latent_layers`` a :class:`HierarchicalVAE`; one entry is today's VAE."""
+    layers = check_latent_layers(cfg)
+    if len(layers) > 1:
+        return build_hierarchical(cfg, event_shape, data_mean)
+    if layers:
+        cfg = dataclasses.replace(cfg, latent_dim=layers[0], latent_layers=[])
     _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")
     posterior = build_posterior(cfg)
     try:
@@ -169,6 +178,49 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
     if data_mean is not None:
         init_output_bias(decoder, likelihood, data_mean)
     return VAE(encoder, posterior, prior, decoder, likelihood)
+
+
+def check_latent_layers(cfg: ModelConfig) -> list[int]:
+    """model.latent_layers, model.inference and model.top_down checked; the layer sizes."""
+    layers = list(cfg.latent_layers)
+    for i, size in enumerate(layers):
+        if size < 1:
+            raise ConfigError(f"model.latent_layers={layers}: layer {i + 1} has size {size}; "
+                              "every layer needs at least 1 unit (sizes from the bottom up)")
+    _choice(cfg.inference, INFERENCE, "model.inference")
+    _choice(cfg.top_down, TOP_DOWN, "model.top_down")
+    discrete = cfg.latent in FAMILIES and FAMILIES[cfg.latent].discrete
+    if cfg.inference == "top-down" and discrete:
+        raise ConfigError(f"model.inference=top-down combines Gaussian conditionals, but "
+                          f"model.latent={cfg.latent} is discrete; use model.latent=gaussian "
+                          "or model.inference=bottom-up")
+    if len(layers) > 1 and (cfg.latent != "gaussian" or cfg.prior not in ("auto", "normal")):
+        raise ConfigError(f"model.latent_layers={layers} stacks diagonal Gaussian layers under "
+                          f"a N(0, I) top; got model.latent={cfg.latent}, model.prior="
+                          f"{cfg.prior}: use model.latent=gaussian and model.prior=auto")
+    return layers
+
+
+def build_hierarchical(cfg: ModelConfig, event_shape: tuple[int, ...],
+                       data_mean: torch.Tensor | None = None) -> HierarchicalVAE:
+    """The hierarchical VAE of ``model.latent_layers`` (models/hierarchical.py)."""
+    _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")
+    sizes = list(cfg.latent_layers)
+    try:
+        likelihood = build_likelihood(cfg.likelihood, event_shape,
+                                      variance=cfg.likelihood_variance, std=cfg.likelihood_std)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    bottom = DiagonalGaussian(sizes[0])  # the encoder outputs 2 d_1 numbers either way
+    encoder, decoder = build_networks(cfg, event_shape, bottom, likelihood)
+    if data_mean is not None:
+        init_output_bias(decoder, likelihood, data_mean)
+    try:
+        return HierarchicalVAE(encoder, decoder, likelihood, sizes, inference=cfg.inference,
+                               combine=cfg.top_down, hidden=cfg.layer_hidden,
+                               act=cfg.activation)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 LIKELIHOODS_ALL = ["bernoulli", "gaussian", "continuous-bernoulli", "logistic-256"]
@@ -249,6 +301,8 @@ def build_estimator(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = 
 def check_estimator(cfg: ObjectiveConfig, model: VAE) -> None:
     """Fail before training when the estimator cannot work with the model's q(z|x)."""
     estimator_name = resolve_estimator(cfg, model.posterior.discrete)
+    if isinstance(model, HierarchicalVAE):
+        check_layered_objective(cfg, model, estimator_name)
     if estimator_name != "pathwise":
         return
     with torch.no_grad():
@@ -262,6 +316,23 @@ def check_estimator(cfg: ObjectiveConfig, model: VAE) -> None:
                           f"model.latent's q(z|x) ({type(model.posterior).__name__}: "
                           f"{type(base).__name__}) has no rsample; set objective.estimator "
                           f"to one of {', '.join(others)}")
+
+
+def check_layered_objective(cfg: ObjectiveConfig, model: HierarchicalVAE,
+                            estimator_name: str) -> None:
+    """What a hierarchical model can train with: pathwise gradients, and a closed-form KL
+    only where every layer has one (top-down)."""
+    if estimator_name != "pathwise":
+        raise ConfigError(f"objective.estimator={estimator_name}: hierarchical models "
+                          "(model.latent_layers) train with pathwise gradients through their "
+                          "Gaussian layers; set objective.estimator=auto")
+    if cfg.kl not in ("auto", "analytic", "mc"):
+        raise ConfigError(f"objective.kl={cfg.kl} does not apply to a hierarchical model; use "
+                          "objective.kl=auto, analytic or mc")
+    if cfg.kl == "analytic" and model.inference == "bottom-up":
+        raise ConfigError("objective.kl=analytic with model.inference=bottom-up: p(z_l|z_{l+1}) "
+                          "reads a draw made after z_l, so the lower layers' KL has no closed "
+                          "form; use objective.kl=auto (closed form on top, Monte Carlo below)")
 
 
 class ConfiguredObjective(nn.Module):
@@ -295,6 +366,11 @@ class ConfiguredObjective(nn.Module):
         if isinstance(self.estimator, GumbelSoftmax):
             self.estimator.temperature = self.temperature.at(progress.step)
             self.estimator.prior_temperature = cfg.prior_temperature
+        if isinstance(model, HierarchicalVAE):  # sums over the layers of the joint latent
+            return LAYERED_OBJECTIVES[cfg.name](
+                model, x, samples=cfg.samples, kl=cfg.kl, beta=kl_weight(cfg, progress),
+                free_bits=cfg.free_bits, free_bits_groups=cfg.free_bits_groups,
+                estimator=self.estimator)
         if self.fused and fused_applies(x):
             if model not in self._plans:
                 self._plans[model] = fused_plan(model)

@@ -50,6 +50,11 @@ class ModelConfig:
     likelihood: str = "bernoulli"  # bernoulli, gaussian, continuous-bernoulli, logistic-256, ...
     likelihood_std: float = 0.1  # std of a fixed-variance gaussian likelihood
     likelihood_variance: str = "fixed"  # gaussian: fixed, shared, pixel (learned), output
+    latent_layers: list[int] = field(default_factory=list)  # hierarchical: layer sizes from
+    # the bottom up, e.g. [64, 32]; [] or one entry = one layer (of latent_dim / that size)
+    inference: str = "bottom-up"  # hierarchical q: bottom-up (IWAE paper) or top-down (LVAE)
+    top_down: str = "ladder"  # top-down q: ladder (LVAE precision-weighted), residual (NVAE)
+    layer_hidden: list[int] = field(default_factory=lambda: [256])  # MLPs between layers
 
 
 @dataclass

@@ -48,6 +48,11 @@ def report_lines(report: dict, split: str = "test") -> list[str]:
         lines.append(f"{split} NLL:  {report['nll']:.2f} ± {report['log_likelihood_stderr']:.2f}"
                      f" nats (importance sampling, K={report['iw_samples']})")
     lines.append(f"active units: {report['active_units']}/{report['latent_units']}")
+    if "kl_per_layer" in report:  # hierarchical: bottom layer first
+        lines.append("per layer (bottom first): KL " + ", ".join(
+            f"{k:.2f}" for k in report["kl_per_layer"]) + "; active units " + ", ".join(
+            f"{a}/{d}" for a, d in zip(report["active_units_per_layer"],
+                                       report["latent_layers"], strict=True)))
     if "bits_per_dim" in report:
         lines.append(f"bits/dim:  {report['bits_per_dim']:.4f}")
     return lines

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaelab.evaluation import layered
 from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
+from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.kl import kl_term
 from vaelab.models.vae import VAE
 
@@ -38,7 +40,10 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
 @torch.no_grad()
 def elbo_terms(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto",
                batch_size: int = 500) -> dict[str, torch.Tensor]:
-    """Per-datapoint ELBO, reconstruction term and KL, (N,) each, with K samples of z."""
+    """Per-datapoint ELBO, reconstruction term and KL, (N,) each, with K samples of z
+    (hierarchical models: also each layer's KL, ``kl_layer1``...)."""
+    if isinstance(model, HierarchicalVAE):
+        return layered.elbo_terms(model, x, samples=samples, kl=kl, batch_size=batch_size)
     out: dict[str, list[torch.Tensor]] = {"elbo": [], "rec": [], "kl": []}
     for xb in _batches(x, batch_size):
         q = model.encode(xb)
@@ -58,8 +63,13 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
     """log p(x) ~ logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K, z_k ~ q(z|x): (N,).
 
     A stochastic lower bound in expectation (the IWAE bound) that tightens as K grows and is
-    consistent as K -> infinity (Burda et al. 2016).
+    consistent as K -> infinity (Burda et al. 2016). Hierarchical models: z is the joint
+    latent (``evaluation/layered.py``).
     """
+    if isinstance(model, HierarchicalVAE):
+        return layered.importance_log_likelihood(model, x, samples=samples,
+                                                 batch_size=batch_size,
+                                                 sample_chunk=sample_chunk, progress=progress)
     results = []
     bar = tqdm(total=x.shape[0], desc=f"log p(x), K={samples}", disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -110,19 +120,30 @@ def evaluate(model: VAE, x: torch.Tensor, *, iw_samples: int = 1000, batch_size:
         report["log_likelihood"], report["log_likelihood_stderr"] = mean_and_stderr(ll)
         report["nll"] = -report["log_likelihood"]
         report["iw_samples"] = iw_samples
-    count, variances = active_units(model, x, threshold=active_threshold)
+    layers = None
+    if isinstance(model, HierarchicalVAE):
+        per_layer = layered.active_units(model, x, threshold=active_threshold)
+        layers = layered.layer_report(model, terms, per_layer, active_threshold,
+                                      mean_and_stderr)
+        variances = torch.cat(per_layer)
+        count = int((variances > active_threshold).sum())
+    else:
+        count, variances = active_units(model, x, threshold=active_threshold)
     report["active_units"] = count
     report["latent_units"] = int(variances.numel())
     report["unit_variances"] = [round(v, 6) for v in variances.tolist()]
     if getattr(model.likelihood, "discrete", False) and "nll" in report:
         # a probability mass over data values: -log2 P(x) per data element is a code length
         report["bits_per_dim"] = report["nll"] / (math.prod(model.event_shape) * math.log(2))
-    split = kl_per_dimension(model, x)
+    split = None if layers is not None else kl_per_dimension(model, x)
     report["kl_per_dim"] = None if split is None else [round(v, 6) for v in split[0].tolist()]
     report["kl_per_dim_stderr"] = None if split is None \
         else [round(v, 6) for v in split[1].tolist()]
     report["kl_per_dim_kind"] = "undefined" if split is None else split[2]
     collapse = collapse_warning(count, report["latent_units"], active_threshold)
     report["warnings"] = [collapse] if collapse else []
+    if layers is not None:  # per-layer KL and active units; collapse warnings name the layer
+        report["warnings"] = layers.pop("warnings")
+        report.update(layers)
     model.train(was_training)
     return report

@@ -1,0 +1,251 @@
+"""Hierarchical VAEs: L Gaussian latent layers, bottom-up or top-down inference. No loss here.
+
+Generative path, layers numbered from the data up (z_1 next to x, z_L on top):
+
+    p(x, z_1..L) = p(z_L) prod_{l<L} p(z_l | z_{l+1}) p(x | z_1)
+
+with p(z_L) = N(0, I) and each p(z_l | z_{l+1}) a diagonal Gaussian whose mean and scale an
+MLP reads from z_{l+1}. Two inference schemes:
+
+* ``bottom-up`` (Burda et al. 2016, the IWAE paper's two-layer model):
+  q(z_1|x) prod_{l>1} q(z_l | z_{l-1}), each a diagonal Gaussian from an MLP.
+* ``top-down`` (Sonderby et al. 2016, LVAE; Vahdat & Kautz 2020, NVAE): a deterministic
+  bottom-up pass h_1 = enc(x), h_{l+1} = up_l(h_l), each h_l read as the parameters
+  (mu_hat_l, sigma_hat_l) of a Gaussian; then, along the generative path,
+  q(z_L|x) = N(mu_hat_L, sigma_hat_L^2) and q(z_l | z_{l+1}, x) from h_l and
+  p(z_l | z_{l+1}) = N(mu_p, sigma_p^2):
+
+  - ``ladder`` (LVAE eq. 18-19, precision-weighted): sigma^-2 = sigma_hat^-2 + sigma_p^-2,
+    mu = (mu_hat sigma_hat^-2 + mu_p sigma_p^-2) sigma^2;
+  - ``residual`` (NVAE eq. 2, residual normal): N(mu_p + mu_hat, (sigma_p sigma_hat)^2).
+
+  Here q and p of a layer condition on the same sample above, so their KL is analytic
+  given it (``LatentLayer.analytic``).
+
+:meth:`HierarchicalVAE.trace` draws the joint latent and returns every layer's q and p as
+``torch.distributions`` objects; the objectives (``inference/layered.py``) and evaluation
+sum their log-densities. ``encode``/``decode``/``prior`` act on the *top* layer (the
+explorer, reconstructions and latent plots); they are pictures, never likelihoods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution, Independent, Normal
+
+from vaelab.models.latents import DiagonalGaussian, positive
+from vaelab.models.likelihoods import Likelihood
+from vaelab.models.networks import mlp
+from vaelab.models.priors import StandardNormal
+
+INFERENCE = ("bottom-up", "top-down")
+TOP_DOWN = ("ladder", "residual")
+
+Sampler = Callable[[Distribution, tuple[int, ...]], torch.Tensor]
+
+
+def rsample(q: Distribution, shape: tuple[int, ...]) -> torch.Tensor:
+    return q.rsample(torch.Size(shape))
+
+
+@dataclass
+class LatentLayer:
+    """One layer of a drawn joint latent."""
+
+    z: torch.Tensor  # (K, B, d_l)
+    q: Distribution  # q(z_l | ...): batch (B,) or (K, B)
+    p: Distribution  # p(z_l | z_{l+1}): batch () on top, else (K, B)
+    analytic: bool  # KL(q || p) in closed form is the expectation over z_l given the rest
+
+
+@dataclass
+class Trace:
+    """The joint latent of K draws for B datapoints, bottom layer first, and p(x|z_1)."""
+
+    layers: list[LatentLayer]
+    px: Distribution  # p(x | z_1), batch (K, B)
+
+
+def _gaussian(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+
+def precision_weighted(mu_hat: torch.Tensor, sigma_hat: torch.Tensor, prior: Distribution
+                       ) -> Distribution:
+    """LVAE's q: the product of N(mu_hat, sigma_hat^2) and the prior N(mu_p, sigma_p^2),
+    renormalised (a product of Gaussians). Shapes broadcast, e.g. (B, d) with (K, B, d)."""
+    base = prior.base_dist
+    prec_hat, prec_p = sigma_hat.pow(-2), base.scale.pow(-2)
+    var = 1.0 / (prec_hat + prec_p)
+    return _gaussian((mu_hat * prec_hat + base.loc * prec_p) * var, var.sqrt())
+
+
+def residual_normal(mu_hat: torch.Tensor, sigma_hat: torch.Tensor, prior: Distribution
+                    ) -> Distribution:
+    """NVAE's q: location and scale relative to the prior's, N(mu_p + mu_hat, (s_p s_hat)^2)."""
+    base = prior.base_dist
+    return _gaussian(base.loc + mu_hat, base.scale * sigma_hat)
+
+
+COMBINE = {"ladder": precision_weighted, "residual": residual_normal}
+
+
+class GaussianConditional(nn.Module):
+    """h (*, in_features) -> N(mu(h), diag sigma(h)^2) over d dimensions, batch shape *."""
+
+    def __init__(self, in_features: int, hidden: list[int], dim: int, act: str):
+        super().__init__()
+        self.family = DiagonalGaussian(dim)
+        self.net = mlp(in_features, hidden, self.family.param_size, act)
+
+    def forward(self, h: torch.Tensor) -> Distribution:
+        return self.family(self.net(h))
+
+
+class HierarchicalVAE(nn.Module):
+    """p(x, z) over L >= 1 Gaussian latent layers with amortized q (module docstring).
+
+    Args:
+        encoder: x (B, *event) -> (B, 2 d_1), the parameters of q(z_1|x) (bottom-up) or h_1.
+        decoder: z_1 (*, d_1) -> the likelihood's parameter maps.
+        likelihood: p(x|z_1) from the decoder's output.
+        sizes: [d_1, ..., d_L], bottom layer first.
+        inference: "bottom-up" or "top-down"; combine: "ladder" or "residual" (top-down).
+        hidden: MLP hidden sizes of the networks between layers; act: their activation.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
+                 sizes: list[int], *, inference: str = "bottom-up", combine: str = "ladder",
+                 hidden: list[int] | None = None, act: str = "relu"):
+        super().__init__()
+        if inference not in INFERENCE or combine not in TOP_DOWN:
+            raise ValueError(f"inference must be one of {INFERENCE} and combine one of "
+                             f"{TOP_DOWN}, got {inference!r}, {combine!r}")
+        hidden = list(hidden or [])
+        self.sizes = list(sizes)
+        self.inference = inference
+        self.combine = combine
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.families = nn.ModuleList(DiagonalGaussian(d) for d in self.sizes)
+        self.prior_module = StandardNormal(self.sizes[-1])
+        # p(z_l | z_{l+1}) for l = 1..L-1 (index l-1)
+        self.down = nn.ModuleList(GaussianConditional(self.sizes[i + 1], hidden, d, act)
+                                  for i, d in enumerate(self.sizes[:-1]))
+        # bottom-up: z_l -> params of q(z_{l+1}|z_l); top-down: h_l -> h_{l+1} (both 2 d)
+        width = (lambda i: self.sizes[i]) if inference == "bottom-up" \
+            else (lambda i: 2 * self.sizes[i])
+        self.up = nn.ModuleList(mlp(width(i), hidden, 2 * self.sizes[i + 1], act)
+                                for i in range(len(self.sizes) - 1))
+
+    # --- the shape facts other modules read -------------------------------------------
+    @property
+    def posterior(self) -> DiagonalGaussian:
+        """The top layer's family (what the explorer and latent plots show)."""
+        return self.families[-1]
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.sizes[-1],)
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.likelihood.event_shape
+
+    @property
+    def depth(self) -> int:
+        return len(self.sizes)
+
+    # --- the joint latent ---------------------------------------------------------------
+    def prior(self) -> Distribution:
+        """p(z_L), batch shape ()."""
+        return self.prior_module()
+
+    def conditional_prior(self, layer: int, z_above: torch.Tensor) -> Distribution:
+        """p(z_l | z_{l+1}) for layer index ``layer`` (0 = bottom) < L-1."""
+        return self.down[layer](z_above)
+
+    def trace(self, x: torch.Tensor, samples: int = 1, sampler: Sampler = rsample) -> Trace:
+        """K draws of z_1..L ~ q(.|x) for x (B, *event), with each layer's q and p.
+
+        ``sampler(q, shape)`` draws (pathwise by default; ``rng.draw`` in training)."""
+        if self.inference == "bottom-up":
+            layers = self._bottom_up(x, samples, sampler)
+        else:
+            layers = self._top_down(x, samples, sampler)
+        return Trace(layers, self.likelihood(self.decoder(layers[0].z)))
+
+    def _bottom_up(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
+        q = self.families[0](self.encoder(x))  # batch (B,)
+        zs, qs = [sampler(q, (k,))], [q]  # z_1: (K, B, d_1)
+        for i, up in enumerate(self.up):
+            q = self.families[i + 1](up(zs[-1]))  # q(z_{l+1} | z_l), batch (K, B)
+            qs.append(q)
+            zs.append(sampler(q, ()))
+        top = self.depth - 1
+        return [LatentLayer(zs[i], qs[i],
+                            self.prior() if i == top else self.conditional_prior(i, zs[i + 1]),
+                            analytic=i == top)  # below the top, p reads a later draw
+                for i in range(self.depth)]
+
+    def _top_down(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
+        hs = [self.encoder(x)]  # (B, 2 d_1)
+        for up in self.up:
+            hs.append(up(hs[-1]))  # (B, 2 d_{l+1})
+        q = self.families[-1](hs[-1])
+        layers = [LatentLayer(sampler(q, (k,)), q, self.prior(), analytic=True)]
+        combine = COMBINE[self.combine]
+        for i in range(self.depth - 2, -1, -1):
+            p = self.conditional_prior(i, layers[0].z)  # batch (K, B)
+            mu_hat, raw = hs[i].chunk(2, dim=-1)
+            q = combine(mu_hat, positive(raw), p)
+            layers.insert(0, LatentLayer(sampler(q, ()), q, p, analytic=True))
+        return layers
+
+    # --- pictures: the top layer --------------------------------------------------------
+    def _down_means(self, z_top: torch.Tensor) -> torch.Tensor:
+        """z_1 following the conditional means of p(z_l|z_{l+1}) down from z_L."""
+        z = z_top
+        for i in range(self.depth - 2, -1, -1):
+            z = self.conditional_prior(i, z).mean
+        return z
+
+    def encode(self, x: torch.Tensor) -> Distribution:
+        """The top layer's q for pictures: q(z_L|x) (top-down, exact), or bottom-up
+        q(z_L | z_{L-1}) along the means of the layers below (an approximation)."""
+        if self.inference == "top-down":
+            h = self.encoder(x)
+            for up in self.up:
+                h = up(h)
+            return self.families[-1](h)
+        q = self.families[0](self.encoder(x))
+        for i, up in enumerate(self.up):
+            q = self.families[i + 1](up(q.mean))
+        return q
+
+    def decode(self, z_top: torch.Tensor) -> Distribution:
+        """p(x | z_1 = the conditional-mean path down from z_L): a picture of what the top
+        layer encodes, not the marginal p(x|z_L)."""
+        return self.likelihood(self.decoder(self._down_means(z_top)))
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = True, top: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """n ancestral draws of x; ``top`` (n, d_L) fixes z_L and resamples the layers below
+        (what the lower layers add). ``mean=True`` returns E[x|z_1]."""
+        z = self.prior().sample((n,)) if top is None else top
+        for i in range(self.depth - 2, -1, -1):
+            z = self.conditional_prior(i, z).sample()
+        px = self.likelihood(self.decoder(z))
+        return px.mean if mean else px.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z_1] with every layer at its q mean (top-down: going down from q(z_L|x))."""
+        tr = self.trace(x, 1, sampler=lambda q, shape: q.mean.expand(*shape, *q.mean.shape))
+        return tr.px.mean[0]
