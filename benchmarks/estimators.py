@@ -132,10 +132,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vaelab.viz.plots import plt, save_figure
 
     families = [f for f in FAMILIES if any(r["family"] == f for r in rows)]
     fig, axes = plt.subplots(1, len(families), figsize=(6.5 * len(families), 4.4),
@@ -156,8 +153,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> int:

@@ -48,14 +48,13 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
             summary["pictures"], summary["pictures_skipped"] = render_safely(run)
         if config.data.test_split and tuple(run.model.latent_shape) == (2,) \
                 and config.train.inference != "mean-field":
-            from vaelab.evaluation.diagnostics import plot_latent_2d
+            from vaelab.viz.plots import plot_latent_2d
 
             test_data = load_split(config, config.data.test_split)
             made = plot_latent_2d(run.model, run.data(config.data.test_split)[:2000],
                                   run_dir.path / "latent-prior.png",
                                   None if test_data.y is None else test_data.y[:2000])
-            if made is not None:
-                summary["pictures"].append(made.name)
+            summary["pictures"].append(made.name)
     return summary
 
 

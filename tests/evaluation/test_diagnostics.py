@@ -15,10 +15,10 @@ from vaelab.evaluation.diagnostics import (
     collapse_warning,
     kl_per_dimension,
     output_range_check,
-    plot_latent_2d,
     prior_components,
 )
 from vaelab.evaluation.evaluate import elbo_terms, evaluate
+from vaelab.viz.plots import NotApplicable, plot_latent_2d
 
 
 def model_for(**kw):
@@ -123,4 +123,6 @@ def test_prior_components_and_the_2d_plot(tmp_path):
     assert prior_components(full.prior())[2].shape == (3, 2, 2)
     path = plot_latent_2d(model, X, tmp_path / "latent.png", torch.arange(50) % 3)
     assert path is not None and path.stat().st_size > 1000
-    assert plot_latent_2d(model_for(), X, tmp_path / "none.png") is None  # 3-D latent
+    with pytest.raises(NotApplicable, match="2-D latent"):  # a 3-D latent
+        plot_latent_2d(model_for(), X, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()

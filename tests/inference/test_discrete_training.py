@@ -177,7 +177,8 @@ def test_class_sweep_varies_one_variable_and_fixes_the_rest(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="variable must be in"):
         plots.plot_class_sweep(model, tmp_path / "x.png", variable=4)
     gaussian = build_model(model_cfg(latent="gaussian"), EVENT)
-    assert plots.plot_class_sweep(gaussian, tmp_path / "g.png") is None
+    with pytest.raises(plots.NotApplicable, match="categorical"):
+        plots.plot_class_sweep(gaussian, tmp_path / "g.png")
 
 
 # -- end to end ---------------------------------------------------------------------------

@@ -166,11 +166,9 @@ def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
 
 def plot_bars(rows: list[dict[str, Any]], path: Path) -> Path:
     """Encoder / decoder gradient variance (log scale) and encoder SNR per estimator."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from vaelab.viz.plots import plt, save_figure
 
     labels = [f"{r['estimator']}\nK={r['samples']}" for r in rows]
     pos = np.arange(len(rows))
@@ -188,6 +186,4 @@ def plot_bars(rows: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xticks(pos, labels, rotation=30, ha="right", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.evaluation import gaps
     from vaelab.inference.refine import check_table_family
     from vaelab.training.runs import RunDir
+    from vaelab.viz.gap_plot import plot_gap
 
     for name in ("n", "steps", "samples", "eval_samples", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     out = RunDir(Path(args.out) if args.out else run_.path)
     out.path.mkdir(parents=True, exist_ok=True)
     out.write_json("gap.json", report)
-    picture = gaps.plot(report, out.path / "gap.png")
+    picture = plot_gap(report, out.path / "gap.png")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

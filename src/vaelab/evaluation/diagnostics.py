@@ -18,7 +18,6 @@ and no activity (Burda et al. 2016's active units). ``kl_per_dimension`` splits 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,45 +113,6 @@ def prior_components(p: Distribution) -> tuple[torch.Tensor, torch.Tensor, torch
         return None
     d = means.shape[-1]
     return weights.reshape(-1), means.reshape(-1, d), covs.reshape(-1, d, d)
-
-
-@torch.no_grad()
-def plot_latent_2d(model: VAE, x: torch.Tensor, path: Path,
-                   labels: torch.Tensor | None = None) -> Path | None:
-    """Posterior means of ``x`` in a 2-D latent space with the prior's components drawn as
-    2-sigma ellipses (darker = heavier weight); None unless the latent space is 2-D."""
-    if tuple(model.latent_shape) != (2,):
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Ellipse
-
-    means = torch.cat([model.encode(x[i: i + 500]).mean for i in range(0, x.shape[0], 500)])
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    color = {"c": labels.numpy(), "cmap": "tab10"} if labels is not None else {"c": "tab:blue"}
-    ax.scatter(means[:, 0].numpy(), means[:, 1].numpy(), s=3, alpha=0.5, **color)
-    comps = prior_components(model.prior())
-    if comps is not None:
-        weights, centers, covs = comps
-        top = weights.max().item()
-        for w, m, cov in zip(weights, centers, covs, strict=True):
-            vals, vecs = torch.linalg.eigh(cov.double())
-            angle = math.degrees(math.atan2(vecs[1, 1].item(), vecs[0, 1].item()))
-            width, height = (4 * vals.clamp(min=0).sqrt()).flip(0).tolist()
-            ax.add_patch(Ellipse((m[0].item(), m[1].item()), width, height, angle=angle,
-                                 fill=False, color="black", lw=1.2,
-                                 alpha=0.2 + 0.8 * (w.item() / top)))
-            ax.plot(m[0].item(), m[1].item(), "k+", ms=6)
-    ax.set_xlabel("z1")
-    ax.set_ylabel("z2")
-    ax.set_title(f"posterior means and the prior's {1 if comps is None else len(comps[0])} "
-                 "component(s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 @torch.no_grad()

@@ -23,13 +23,9 @@ from vaelab.models.latent_space import (
     is_discrete_model,
 )
 from vaelab.viz import plots
+from vaelab.viz.catalog import FILENAMES, PICTURES
 
-KINDS = ("scatter", "animation", "grid", "interpolation", "samples", "reconstructions",
-         "curves", "kl", "sweep")
-FILENAMES = {"scatter": "scatter.png", "animation": "animation.gif", "grid": "prior-grid.png",
-             "interpolation": "interpolation.png", "samples": "samples.png",
-             "reconstructions": "reconstructions.png", "curves": "curves.png",
-             "kl": "kl-per-dimension.png", "sweep": "class-sweep.png"}
+KINDS = tuple(PICTURES)
 # what `vaelab train` draws at the end of a run (all of them, cheap ones first)
 TRAIN_KINDS = ("samples", "reconstructions", "curves", "scatter", "grid", "interpolation",
                "kl", "sweep", "animation")
@@ -113,9 +109,7 @@ class RunPictures:
         return plots.is_image(tuple(self.model.event_shape))
 
     def require_image(self) -> None:
-        if not self.image:
-            raise plots.NotApplicable(f"not an image dataset (event shape "
-                                      f"{tuple(self.model.event_shape)}); skipped")
+        plots.require_image(tuple(self.model.event_shape))
 
     # -- one method per kind ---------------------------------------------------------------
     def scatter(self, path: Path) -> Path:
@@ -202,11 +196,7 @@ class RunPictures:
         if not is_categorical_model(self.model):
             raise plots.NotApplicable("the class sweep is for categorical latents")
         self.require_image()
-        sweep = getattr(plots, "plot_class_sweep", None)
-        if sweep is None:
-            raise plots.NotApplicable("plots.plot_class_sweep is not available in this "
-                                      "version")
-        return sweep(self.model, path)
+        return plots.plot_class_sweep(self.model, path)
 
 
 def render(run, kinds=KINDS, out_dir: str | Path | None = None,
@@ -224,8 +214,6 @@ def render_one(pictures: RunPictures, kind: str, out: Path) -> Figure:
         written = getattr(pictures, kind)(path)
     except plots.NotApplicable as why:
         return Figure(kind, None, str(why))
-    if written is None:  # the older plot functions return None for non-images
-        return Figure(kind, None, "not an image dataset; skipped")
     return Figure(kind, Path(written))
 
 

@@ -13,6 +13,24 @@ import matplotlib.pyplot as plt
 import torch
 
 
+class NotApplicable(ValueError):
+    """A picture that does not apply to this model or data; the message says why. The one
+    way every plot function says so (``figures`` turns it into a skipped picture)."""
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` and close it (matplotlib keeps every open figure)."""
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def require_image(event_shape: tuple[int, ...]) -> None:
+    if not is_image(event_shape):
+        raise NotApplicable(f"not an image dataset (event shape {tuple(event_shape)}); "
+                            "skipped")
+
+
 def is_image(event_shape: tuple[int, ...]) -> bool:
     return len(event_shape) == 3 and event_shape[0] in (1, 3)
 
@@ -39,30 +57,26 @@ def save_grid(images: torch.Tensor, path: Path, ncols: int, title: str = "") -> 
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def plot_samples(model, path: Path, n: int = 64) -> Path | None:
-    if not is_image(model.event_shape):
-        return None
+def plot_samples(model, path: Path, n: int = 64) -> Path:
+    require_image(model.event_shape)
     return save_grid(model.sample(n), path, ncols=8, title="samples: E[x|z], z ~ p(z)")
 
 
-def plot_reconstructions(model, x: torch.Tensor, path: Path, n: int = 16) -> Path | None:
+def plot_reconstructions(model, x: torch.Tensor, path: Path, n: int = 16) -> Path:
     """Rows of originals over their reconstructions."""
-    if not is_image(model.event_shape):
-        return None
+    require_image(model.event_shape)
     x = x[:n]
     both = torch.cat([x, model.reconstruct(x)])
     return save_grid(both, path, ncols=n, title="test images (top), reconstructions (bottom)")
 
 
-def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
+def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
     """Train/validation bound, reconstruction and KL per epoch."""
     if not history:
-        return None
+        raise NotApplicable("no metrics.jsonl records in this run")
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, key, label in zip(axes, ("bound", "rec", "kl"),
@@ -77,16 +91,10 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- the latent space: scatter, prior grid, interpolation, KL per dimension, animation ------
-
-class NotApplicable(ValueError):
-    """A picture that does not apply to this model or data; the message says why."""
-
 
 def label_colors(labels, n: int):
     """One colour per point: tab10/tab20 by class, or a single colour without labels."""
@@ -144,9 +152,7 @@ def plot_scatter(codes: torch.Tensor, labels, projection, path: Path,
     fig, ax = plt.subplots(figsize=(6.6, 5.4))
     _scatter_axes(ax, uv, colors, legend, projection, title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_animation(frames, path: Path, projection, fps: int = 3, dpi: int = 70) -> Path:
@@ -215,9 +221,7 @@ def plot_prior_grid(model, path: Path, values: torch.Tensor, codes: torch.Tensor
     ax.set_xlabel(axis_labels[0])
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_interpolation(model, x: torch.Tensor, path: Path, pairs: int = 3, steps: int = 10,
@@ -248,9 +252,7 @@ def plot_interpolation(model, x: torch.Tensor, path: Path, pairs: int = 3, steps
     ax.set_title("interpolation between encoded test images (ends: the images themselves)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_kl_per_dimension(values: torch.Tensor, stderr: torch.Tensor, kind: str, path: Path,
@@ -271,23 +273,22 @@ def plot_kl_per_dimension(values: torch.Tensor, stderr: torch.Tensor, kind: str,
         ax.tick_params(axis="x", labelsize=7)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
-                     seed: int = 0) -> Path | None:
+                     seed: int = 0) -> Path:
     """One categorical variable swept through its C classes, the others held fixed.
 
     Row r is a base code z ~ p(z) (Gumbel-max draws, seeded); column c sets variable
-    ``variable`` to class c. The discrete analogue of the prior-predictive grid. Returns
-    None for non-categorical latents or non-image data.
+    ``variable`` to class c. The discrete analogue of the prior-predictive grid. Raises
+    NotApplicable for non-categorical latents or non-image data.
     """
     from vaelab.models.discrete import base_of, gumbel_max
 
-    if len(model.latent_shape) != 2 or not is_image(model.event_shape):
-        return None
+    if len(model.latent_shape) != 2:
+        raise NotApplicable("the class sweep is for categorical latents")
+    require_image(model.event_shape)
     n, c = model.latent_shape
     if not 0 <= variable < n:
         raise ValueError(f"variable must be in [0, {n}) for {n} categorical variables, "
@@ -302,3 +303,40 @@ def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
     return save_grid(images, path, ncols=c,
                      title=f"latent variable {variable}: classes 0..{c - 1} (columns); "
                            "other variables fixed per row, drawn from p(z)")
+
+
+@torch.no_grad()
+def plot_latent_2d(model, x: torch.Tensor, path: Path,
+                   labels: torch.Tensor | None = None) -> Path:
+    """Posterior means of ``x`` in a 2-D latent space with the prior's components drawn as
+    2-sigma ellipses (darker = heavier weight); NotApplicable unless the latent is 2-D."""
+    from matplotlib.patches import Ellipse
+
+    from vaelab.evaluation.diagnostics import prior_components
+
+    if tuple(model.latent_shape) != (2,):
+        raise NotApplicable(f"the latent-prior picture needs a 2-D latent, not "
+                            f"{tuple(model.latent_shape)}")
+
+    means = torch.cat([model.encode(x[i: i + 500]).mean for i in range(0, x.shape[0], 500)])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    color = {"c": labels.numpy(), "cmap": "tab10"} if labels is not None else {"c": "tab:blue"}
+    ax.scatter(means[:, 0].numpy(), means[:, 1].numpy(), s=3, alpha=0.5, **color)
+    comps = prior_components(model.prior())
+    if comps is not None:
+        weights, centers, covs = comps
+        top = weights.max().item()
+        for w, m, cov in zip(weights, centers, covs, strict=True):
+            vals, vecs = torch.linalg.eigh(cov.double())
+            angle = math.degrees(math.atan2(vecs[1, 1].item(), vecs[0, 1].item()))
+            width, height = (4 * vals.clamp(min=0).sqrt()).flip(0).tolist()
+            ax.add_patch(Ellipse((m[0].item(), m[1].item()), width, height, angle=angle,
+                                 fill=False, color="black", lw=1.2,
+                                 alpha=0.2 + 0.8 * (w.item() / top)))
+            ax.plot(m[0].item(), m[1].item(), "k+", ms=6)
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    ax.set_title(f"posterior means and the prior's {1 if comps is None else len(comps[0])} "
+                 "component(s)")
+    fig.tight_layout()
+    return save_figure(fig, path)

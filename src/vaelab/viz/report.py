@@ -17,19 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.training.runs import RunDir, atomic_write_text
+from vaelab.viz.catalog import CAPTIONS, FILENAMES, PICTURES
 
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".svg": "image/svg+xml"}
-CAPTIONS = {
-    "scatter.png": "Approximate posterior: q(z|x) means of test points, coloured by label.",
-    "animation.gif": "The approximate posterior during training (one frame per snapshot).",
-    "prior-grid.png": "Prior predictive: E[x|z] decoded on a grid over the latent plane.",
-    "interpolation.png": "Decoded paths between the codes of two test images.",
-    "samples.png": "Samples: E[x|z] with z drawn from the prior.",
-    "reconstructions.png": "Test images and their reconstructions.",
-    "curves.png": "Training curves per epoch.",
-    "kl-per-dimension.png": "KL(q||p) split over latent dimensions.",
-    "class-sweep.png": "Categorical latent: each class of each variable decoded.",
-}
 METRIC_ORDER = ["epoch", "step", "train_bound", "val_bound", "train_rec", "val_rec", "train_kl",
                 "val_kl", "lr", "train_seconds", "images_per_sec"]
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -65,9 +55,7 @@ def _fmt(value: Any) -> str:
 
 def picture_files(run_path: Path) -> list[Path]:
     """Pictures in the run folder: the known kinds in a fixed order, then any others."""
-    from vaelab.viz.figures import FILENAMES, KINDS
-
-    known = [run_path / FILENAMES[k] for k in KINDS]
+    known = [run_path / FILENAMES[k] for k in PICTURES]
     found = [p for p in known if p.is_file()]
     others = sorted(p for p in run_path.iterdir()
                     if p.suffix.lower() in MIME and p.is_file() and p not in known)
