@@ -64,7 +64,8 @@ def train(name: str, args: argparse.Namespace) -> dict:
         command += ["--set", f"train.epochs={args.epochs}"]
     for override in args.overrides:
         command += ["--set", override]
-    shown = " ".join(c if c != sys.executable else "python" for c in command)
+    shown = " ".join(c if c != sys.executable else "python" for c in command).replace(
+        f"{ROOT}/", "")  # commands as run from the repo root
     print(f"$ {shown}", flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (cores)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="extra config override for every run")
-    parser.add_argument("--out-dir", default="/tmp/vaelab-discrete", help="run folders")
+    parser.add_argument("--out-dir", default="runs/discrete", help="run folders")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args()
     rows = [train(name, args) for name in (args.only or list(RUNS))]

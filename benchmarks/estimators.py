@@ -66,7 +66,8 @@ def train(family: str, estimator: str, baseline: str, args: argparse.Namespace) 
                "--out", str(out), "--overwrite", "--no-progress"]
     for item in sets:
         command += ["--set", item]
-    shown = " ".join("python" if c == sys.executable else c for c in command)
+    shown = " ".join("python" if c == sys.executable else c for c in command).replace(
+        f"{ROOT}/", "")  # commands as run from the repo root
     print(f"$ {shown}", flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}

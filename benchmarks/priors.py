@@ -113,7 +113,7 @@ def main() -> None:
                         help="train on the first N MNIST training images only")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="extra config override for every row")
-    parser.add_argument("--runs", default="/tmp/vaelab-priors", help="run folders go here")
+    parser.add_argument("--runs", default="runs/priors", help="run folders go here")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="no training: evaluate the run folders an earlier call left in "
                              "--runs (e.g. again with a larger --k)")

@@ -29,12 +29,12 @@ def main() -> None:
     parser.add_argument("name", help="default, or a config name in configs/ (e.g. paper)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--k", type=int, default=5000, help="importance samples for test NLL")
-    parser.add_argument("--out", default=None, help="run folder (default /tmp/vaelab-quality-*)")
+    parser.add_argument("--out", default=None, help="run folder (default runs/quality-*)")
     args = parser.parse_args()
     path = None if args.name == "default" else ROOT / "configs" / f"{args.name}.toml"
     config = load_config(path, [*args.overrides, f"eval.iw_samples={args.k}",
                                 "train.progress=false"])
-    out = Path(args.out or f"/tmp/vaelab-quality-{args.name}")
+    out = Path(args.out or f"runs/quality-{args.name}")
     start = time.perf_counter()
     run = fit(config, out=out, overwrite=True)
     total = time.perf_counter() - start

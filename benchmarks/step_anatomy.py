@@ -60,7 +60,7 @@ def best_ms(fn: Callable[[], object], repeats: int = 7, n: int = 100) -> float:
 def default_trainer(x: torch.Tensor, fused: bool = True) -> Trainer:
     config = Config()
     model = build_model(config.model, x.shape[1:], data_mean=x.mean(0), data_x=x)
-    # fused (train.fused): the one-node ELBO (fused_elbo.py), else autograd's general path
+    # fused (train.fused): the one-node ELBO (inference/fused_elbo.py), else autograd's general path
     objective = build_objective(config.objective, x.shape[1:], discrete=False, fused=fused)
 
     def step_fn(batch: torch.Tensor, progress: Progress):

@@ -134,11 +134,11 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
 
     ``resume`` continues an existing run from its last checkpoint (its saved config wins),
     mid-epoch if that is where the checkpoint was taken. Under torchrun every process
-    calls this and trains its share (see ``distributed.py``); only rank 0 writes files.
+    calls this and trains its share (see ``training/distributed.py``); only rank 0 writes files.
     """
     if resume is not None:
         config = RunDir.existing(resume).read_config()
-    keep_freed_memory()  # no page faults on each step's re-allocated buffers (heap.py)
+    keep_freed_memory()  # no page faults on each step's re-allocated buffers (training/heap.py)
     ctx = distributed.setup(config.train.device)
     try:
         run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures)

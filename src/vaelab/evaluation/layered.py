@@ -1,6 +1,6 @@
 """Evaluation over a joint latent of several layers (``models/hierarchical.py``).
 
-The same numbers as ``evaluate.py`` reports for one layer, computed from the model's
+The same numbers as ``evaluation/evaluate.py`` reports for one layer, computed from the model's
 :class:`~vaelab.models.hierarchical.Trace`: per-datapoint ELBO with its KL split by layer,
 the importance-sampled log p(x) with
 

@@ -60,7 +60,7 @@ class GumbelSoftmax(Pathwise):
     z = softmax((log pi + g) / tau), g ~ Gumbel(0, 1) (a sigmoid for Bernoulli latents): a
     pathwise gradient through a relaxed sample. Biased for the discrete ELBO (the bias
     shrinks as tau -> 0 while the variance grows); ``temperature`` is set each step by the
-    objective from the schedule (see ``temperature.py``). Use the analytic KL with it.
+    objective from the schedule (see ``schedules.py``). Use the analytic KL with it.
     """
 
     name = "gumbel-softmax"
@@ -111,7 +111,7 @@ class ScoreFunction(nn.Module):
     """Score function / REINFORCE / likelihood ratio (Williams 1992): works for any q.
 
     grad E_q[f] = E_q[grad f] + E_q[(f - b) grad log q(z|x)] with z drawn without a gradient
-    path; ``baseline`` (see ``baselines.py``) supplies b and its own training loss. An
+    path; ``baseline`` (see ``inference/baselines.py``) supplies b and its own training loss. An
     ``nn.Module`` so the baseline's parameters and running statistics train and checkpoint
     with the objective.
     """

@@ -3,7 +3,7 @@
 A family knows how many encoder outputs it needs (``param_size``), the shape of one latent
 sample (``latent_shape``) and how to flatten a sample for the decoder (``flat_dim``).
 Discrete families return the *discrete* distribution; a relaxation for training is the
-estimator's business (see ``estimators.py``), so evaluation always uses the true model.
+estimator's business (see ``inference/estimators.py``), so evaluation always uses the true model.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class LatentFamily(nn.Module):
 
     def prior_params(self) -> torch.Tensor:
         """(param_size,) raw parameters of the family's standard member — where black-box VI
-        starts without an encoder (inference.py). Zero logits (uniform) unless overridden."""
+        starts without an encoder (inference/refine.py). Zero logits (uniform) unless overridden."""
         return torch.zeros(self.param_size)
 
 

@@ -33,7 +33,7 @@ class StandardNormal(nn.Module):
         self.register_buffer("scale", torch.ones(dim), persistent=False)
 
     def forward(self) -> Distribution:
-        # UnitNormal: a Normal whose type selects the cheaper closed-form KL (kl.py)
+        # UnitNormal: a Normal whose type selects the cheaper closed-form KL (models/kl.py)
         return Independent(UnitNormal(self.loc, self.scale, validate_args=False), 1,
                            validate_args=False)
 
