@@ -348,8 +348,8 @@ class ConfiguredObjective(nn.Module):
         self.fn = OBJECTIVES[cfg.name]
         self.estimator = estimator  # registered as a submodule when it is an nn.Module
         self.temperature = temperature_schedule(cfg)  # tau(step) for relaxed estimators
-        # the one-node ELBO of the MLP Gaussian-Bernoulli VAE (inference/fused_elbo.py), where it applies
-        # (train.fused = ``fused``); its run-time conditions are checked at each call
+        # the one-node ELBO of the MLP Gaussian-Bernoulli VAE (inference/fused_elbo.py), where
+        # it applies (train.fused = ``fused``); its run-time conditions are checked at each call
         self.fused = (fused and cfg.name == "elbo" and cfg.samples == 1
                       and cfg.kl in ("auto", "analytic") and cfg.free_bits == 0
                       and type(estimator) is Pathwise)
