@@ -62,8 +62,9 @@ def overrides(seed: str, args: argparse.Namespace, data: Path | None) -> list[st
     if not args.short:
         return []
     epochs = 10 if seed == "003" else args.epochs
-    return [f"data.name='{data}'", f"train.epochs={epochs}", f"eval.iw_samples={args.k}",
-            "train.snapshot_points=1000"]
+    assert data is not None  # --short made it
+    return [f"data.name='{data.relative_to(ROOT)}'", f"train.epochs={epochs}",
+            f"eval.iw_samples={args.k}", "train.snapshot_points=1000"]
 
 
 def vaelab(*argv: str) -> None:
@@ -129,7 +130,9 @@ def run_seed(seed: str, args: argparse.Namespace, data: Path | None) -> dict:
     config, pictures = RUNS[seed]
     out = ROOT / "runs" / "gallery" / seed
     start = time.time()
-    vaelab("train", "-c", str(SEEDS / config), "--out", str(out), "--overwrite",
+    # paths relative to the repo root (the subprocess runs there), as the record shows them
+    vaelab("train", "-c", str((SEEDS / config).relative_to(ROOT)), "--out",
+           str(out.relative_to(ROOT)), "--overwrite",
            "--no-progress", *[a for o in overrides(seed, args, data) for a in ("-s", o)])
     seconds = time.time() - start
     GALLERY.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,7 +102,7 @@ class LoadedModel:
             "is_image": len(self.model.event_shape) == 3,
             "limit": LIMIT,
             "max_steps": MAX_STEPS,
-            "dataset": cfg.data.name,
+            "dataset": dataset_label(cfg.data.name),
             "split": self.split,
             "projection": {"kind": self.projection.kind,
                            "center": _rounded(self.projection.center),
@@ -182,3 +183,9 @@ class LoadedModel:
 
 def _rounded(t: torch.Tensor, digits: int = 4):
     return torch.round(t.detach().double(), decimals=digits).tolist()
+
+
+def dataset_label(name: str) -> str:
+    """How the page names the data: a built-in name as is, a file by its name only (the
+    page need not show, nor a screenshot leak, the folders of the machine it runs on)."""
+    return Path(name).name if ("/" in name or "\\" in name) else name
