@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from torch import nn
 
 from vaelab import rng
 from vaelab.build import (
+    GIVEN,
     build_model,
     build_objective,
     check_estimator,
@@ -42,6 +44,7 @@ from vaelab.data.prepare import (
     uses_binarization,
 )
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
+from vaelab.models.custom import class_path, is_import_path
 from vaelab.models.vae import VAE
 from vaelab.rng import seed_everything
 from vaelab.schedules import Progress
@@ -104,23 +107,64 @@ class Run:
                 f"seed {self.config.data.binarize_seed}")
 
 
-def load_run(path: str | Path, *, checkpoint: str = "best") -> Run:
-    """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last)."""
+def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
+             decoder: nn.Module | None = None) -> Run:
+    """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last).
+
+    A run trained with your own modules passed to ``fit`` needs them again (``encoder=``,
+    ``decoder=``: instances built as for training; their weights are loaded here); one
+    whose config names them by import path (``model.encoder = "pkg.mod:Class"``) builds
+    them itself.
+    """
     run_dir = RunDir.existing(path)
     config = run_dir.read_config()
     meta = run_dir.read_json("meta.json")
-    model = build_model(config.model, tuple(meta["event_shape"]))
+    for key, module in (("encoder", encoder), ("decoder", decoder)):
+        if getattr(config.model, key) == GIVEN and module is None:
+            raise RunError(f"{run_dir.path} was trained with its {key} passed to fit() "
+                           f"({meta.get(f'{key}_class', 'a Python module')}); pass one built "
+                           f"the same way: load_run(path, {key}=...)")
+    try:
+        model = build_model(config.model, tuple(meta["event_shape"]), encoder=encoder,
+                            decoder=decoder)
+    except ConfigError as err:
+        raise RunError(f"{run_dir.path}: {err}") from None
     ckpt_path = run_dir.best_checkpoint if checkpoint == "best" else run_dir.last_checkpoint
     if not ckpt_path.is_file():
         ckpt_path = run_dir.last_checkpoint
     state = load_checkpoint(ckpt_path)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise RunError(f"checkpoint {ckpt_path} does not match the run's config: "
-                       f"{str(err).splitlines()[0]}") from None
+    load_weights(model, state["model"], f"checkpoint {ckpt_path}")
     model.eval()
     return Run(path=run_dir.path, config=config, model=model, meta=meta)
+
+
+def load_weights(model: VAE, weights: dict[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(weights)``, failing with the module whose weights differ."""
+    result = model.state_dict()
+    missing = [k for k in result if k not in weights]
+    unexpected = [k for k in weights if k not in result]
+    wrong = [k for k in result if k in weights and result[k].shape != weights[k].shape]
+    if missing or unexpected or wrong:
+        names = sorted({k.split(".")[0] for k in (*missing, *unexpected, *wrong)})
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                     ("different shapes", wrong)) if keys]
+        raise RunError(f"{what} does not match the model's {' and '.join(names)} "
+                       f"({'; '.join(parts)}); build the {'/'.join(names)} as it was for "
+                       "training (same class and arguments, or the run's config)")
+    model.load_state_dict(weights)
+
+
+def given_networks(config: Config, encoder: nn.Module | None,
+                   decoder: nn.Module | None) -> Config:
+    """The config to record for a run trained with modules passed to ``fit``: model.encoder
+    (decoder) becomes "python" unless it names an import path that rebuilds the module."""
+    model = config.model
+    updates = {key: GIVEN for key, module in (("encoder", encoder), ("decoder", decoder))
+               if module is not None and not is_import_path(getattr(model, key))}
+    if not updates:
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(model, **updates))
 
 
 def default_run_name(config: Config) -> str:
@@ -129,24 +173,38 @@ def default_run_name(config: Config) -> str:
 
 
 def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = False,
-        resume: str | Path | None = None, pictures: bool = True) -> Run:
+        resume: str | Path | None = None, pictures: bool = True,
+        encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> Run:
     """Train ``config`` into a run folder and evaluate on the test split; returns the Run.
 
     ``resume`` continues an existing run from its last checkpoint (its saved config wins),
     mid-epoch if that is where the checkpoint was taken. Under torchrun every process
-    calls this and trains its share (see ``training/distributed.py``); only rank 0 writes files.
+    calls this and trains its share (see ``training/distributed.py``); only rank 0 writes
+    files. ``encoder``/``decoder``: your own ``nn.Module``s in place of model.encoder/decoder
+    (the contract: docs/own-model.md); the latent family, prior and likelihood still come
+    from the config. Pass them again to resume, and to ``load_run``.
     """
     if resume is not None:
         config = RunDir.existing(resume).read_config()
     keep_freed_memory()  # no page faults on each step's re-allocated buffers (training/heap.py)
     ctx = distributed.setup(config.train.device)
+    networks = Networks(encoder, decoder)
     try:
-        run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures)
+        run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures,
+                   networks=networks)
     except BaseException:
         distributed.cleanup(ctx, wait=False)
         raise
     distributed.cleanup(ctx)
     return run
+
+
+@dataclass(frozen=True)
+class Networks:
+    """Modules passed to ``fit`` in place of the configured encoder and decoder."""
+
+    encoder: nn.Module | None = None
+    decoder: nn.Module | None = None
 
 
 @dataclass
@@ -166,14 +224,15 @@ class _Setup:
 
 def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,
          overwrite: bool = False, resume: str | Path | None = None,
-         pictures: bool = True) -> Run:
+         pictures: bool = True, networks: Networks = Networks()) -> Run:
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     run_dir = RunDir.existing(resume) if resume is not None else None
     if run_dir is not None:
         config = run_dir.read_config()
+    config = given_networks(config, networks.encoder, networks.decoder)
     seed_everything(config.train.seed)
-    setup = _set_up(config, ctx, warm=resume is None)
+    setup = _set_up(config, ctx, warm=resume is None, networks=networks)
     if run_dir is None:  # only now: bad data or config must not leave an empty run folder
         run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
             out or default_run_name(config), overwrite=overwrite).path))
@@ -192,12 +251,13 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
     return _finish(setup, trainer, run_dir, pictures=pictures)
 
 
-def _set_up(config: Config, ctx: distributed.Context, *, warm: bool) -> _Setup:
+def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
+            networks: Networks = Networks()) -> _Setup:
     """Load the data, build model and objective, check them together, move to the device."""
     train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
     model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
-                        data_x=train.x)
+                        data_x=train.x, encoder=networks.encoder, decoder=networks.decoder)
     if config.train.init_from and warm:
         warm_start(model, config.train.init_from)
     objective = build_objective(config.objective, train.event_shape,
@@ -302,12 +362,17 @@ def _write_new_run(setup: _Setup, run_dir: RunDir) -> None:
         "event_shape": list(train.event_shape), "dataset": train.name,
         "train_source": train.source, "train_size": int(setup.train_x.shape[0]),
         "is_8bit": train.is_8bit, "parameters": count_parameters(setup.model),
+        "encoder_class": class_path(setup.model.encoder),
+        "decoder_class": class_path(setup.model.decoder),
         "torch": torch.__version__, "python": platform.python_version()})
 
 
 def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool) -> Run:
     """Reload the best weights, evaluate, write summary.json and the report."""
-    run = load_run(run_dir.path)
+    given = setup.config.model
+    run = load_run(run_dir.path,  # modules passed to fit() are reused: they cannot be rebuilt
+                   encoder=setup.model.encoder if given.encoder == GIVEN else None,
+                   decoder=setup.model.decoder if given.decoder == GIVEN else None)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
     summary["training_step"] = ("fused ELBO (src/vaelab/inference/fused_elbo.py, train.fused)"
                                 if setup.objective.trains_fused(setup.model) else

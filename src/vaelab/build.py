@@ -23,6 +23,12 @@ from vaelab.inference.fused_elbo import (
 )
 from vaelab.inference.layered import LAYERED_OBJECTIVES
 from vaelab.inference.objectives import OBJECTIVES, ObjectiveOutput
+from vaelab.models.custom import (
+    ContractError,
+    check_networks,
+    import_module_path,
+    is_import_path,
+)
 from vaelab.models.hierarchical import INFERENCE, TOP_DOWN, HierarchicalVAE
 from vaelab.models.latents import FAMILIES, DiagonalGaussian, LatentFamily
 from vaelab.models.likelihoods import (
@@ -112,27 +118,63 @@ def build_prior(cfg: ModelConfig, posterior: LatentFamily, encoder: nn.Module | 
     return priors[name]()
 
 
+GIVEN = "python"  # model.encoder/decoder of a run whose module was passed to fit()
+BUILT_IN_NETWORKS = ("mlp", "conv")
+
+
+def _network(key: str, name: str, kwargs: dict, given: nn.Module | None,
+             built_in: Callable[[], nn.Module]) -> nn.Module:
+    """A given module, one imported by path (``pkg.mod:Class`` with kwargs), or built-in."""
+    if given is not None:
+        if not isinstance(given, nn.Module):
+            raise ConfigError(f"{key.split('.')[1]}= must be a torch.nn.Module, got "
+                              f"{type(given).__name__}")
+        return given
+    if name == GIVEN:
+        what = key.split(".")[1]
+        raise ConfigError(f"{key}={GIVEN}: the run's {what} was passed to fit() from Python; "
+                          f"pass it again (fit(..., {what}=...), load_run(path, {what}=...)), "
+                          f"or set {key}='package.module:Class'")
+    if is_import_path(name):
+        try:
+            return import_module_path(name, kwargs, key)
+        except ContractError as err:
+            raise ConfigError(str(err)) from None
+    _choice(name, BUILT_IN_NETWORKS, key)
+    if kwargs:
+        raise ConfigError(f"{key}_kwargs={kwargs} are for your own module; the built-in "
+                          f"{key}={name} is set by model.hidden/channels/activation")
+    return built_in()
+
+
 def build_networks(cfg: ModelConfig, event_shape: tuple[int, ...], posterior: LatentFamily,
-                   likelihood: Likelihood) -> tuple[nn.Module, nn.Module]:
-    _choice(cfg.encoder, ("mlp", "conv"), "model.encoder")
-    _choice(cfg.decoder, ("mlp", "conv"), "model.decoder")
+                   likelihood: Likelihood, encoder: nn.Module | None = None,
+                   decoder: nn.Module | None = None) -> tuple[nn.Module, nn.Module]:
+    """The encoder and decoder: ``encoder``/``decoder`` when given, else by config."""
     k = likelihood.params_per_element
     enc_hidden = cfg.encoder_hidden or cfg.hidden  # a larger encoder: the amortization gap
-    try:
+
+    def builtin_encoder() -> nn.Module:
         if cfg.encoder == "mlp":
-            encoder = MLPEncoder(event_shape, enc_hidden, posterior.param_size, cfg.activation)
-        else:
-            encoder = ConvEncoder(event_shape, cfg.channels, posterior.param_size,
-                                  cfg.activation, hidden=enc_hidden)
+            return MLPEncoder(event_shape, enc_hidden, posterior.param_size, cfg.activation)
+        return ConvEncoder(event_shape, cfg.channels, posterior.param_size,
+                           cfg.activation, hidden=enc_hidden)
+
+    def builtin_decoder() -> nn.Module:
         if cfg.decoder == "mlp":
-            decoder = MLPDecoder(posterior.flat_dim, cfg.hidden[::-1], event_shape, k,
-                                 cfg.activation)
-        else:
-            decoder = ConvDecoder(posterior.flat_dim, cfg.channels, event_shape, k,
-                                  cfg.activation, hidden=cfg.hidden[::-1])
+            return MLPDecoder(posterior.flat_dim, cfg.hidden[::-1], event_shape, k,
+                              cfg.activation)
+        return ConvDecoder(posterior.flat_dim, cfg.channels, event_shape, k,
+                           cfg.activation, hidden=cfg.hidden[::-1])
+
+    try:
+        enc = _network("model.encoder", cfg.encoder, cfg.encoder_kwargs, encoder,
+                       builtin_encoder)
+        dec = _network("model.decoder", cfg.decoder, cfg.decoder_kwargs, decoder,
+                       builtin_decoder)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return encoder, decoder
+    return enc, dec
 
 
 def init_output_bias(decoder: nn.Module, likelihood: Likelihood, data_mean: torch.Tensor) -> None:
@@ -157,12 +199,18 @@ def init_output_bias(decoder: nn.Module, likelihood: Likelihood, data_mean: torc
 
 def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
                 data_mean: torch.Tensor | None = None,
-                data_x: torch.Tensor | None = None) -> VAE:
+                data_x: torch.Tensor | None = None, *, encoder: nn.Module | None = None,
+                decoder: nn.Module | None = None) -> VAE:
     """A VAE for data of ``event_shape``; ``data_mean`` (event_shape) initialises the output,
     ``data_x`` (N, *event_shape) the vamp prior's pseudo-inputs (K random rows). With
-    several ``model.latent_layers`` a :class:`HierarchicalVAE`; one entry is today's VAE."""
+    several ``model.latent_layers`` a :class:`HierarchicalVAE`; one entry is today's VAE.
+    ``encoder``/``decoder``: your own modules instead of model.encoder/decoder; every pair
+    is checked with one dry batch against the latent family and likelihood (custom.py)."""
     layers = check_latent_layers(cfg)
     if len(layers) > 1:
+        if encoder is not None or decoder is not None:
+            raise ConfigError("encoder=/decoder= replace the networks of one latent layer; "
+                              f"model.latent_layers={layers} builds its own per layer")
         return build_hierarchical(cfg, event_shape, data_mean)
     if layers:
         cfg = dataclasses.replace(cfg, latent_dim=layers[0], latent_layers=[])
@@ -173,7 +221,12 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
                                       variance=cfg.likelihood_variance, std=cfg.likelihood_std)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    encoder, decoder = build_networks(cfg, event_shape, posterior, likelihood)
+    encoder, decoder = build_networks(cfg, event_shape, posterior, likelihood, encoder, decoder)
+    try:
+        check_networks(encoder, decoder, posterior, likelihood, latent=cfg.latent,
+                       likelihood_name=cfg.likelihood)
+    except ContractError as err:
+        raise ConfigError(str(err)) from None
     prior = build_prior(cfg, posterior, encoder, tuple(event_shape), data_mean, data_x)
     if data_mean is not None:
         init_output_bias(decoder, likelihood, data_mean)

@@ -41,8 +41,10 @@ class ModelConfig:
     num_classes: int = 10  # classes per variable (categorical latents)
     prior: str = "auto"  # normal, mixture, vamp; discrete: uniform, learned; auto
     prior_components: int = 10  # components of a mixture / vamp prior
-    encoder: str = "mlp"  # mlp or conv
-    decoder: str = "mlp"  # mlp or conv
+    encoder: str = "mlp"  # mlp, conv, or your own "package.module:Class" (docs/own-model.md)
+    decoder: str = "mlp"  # mlp, conv, or your own "package.module:Class"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword args of your encoder
+    decoder_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword args of your decoder
     hidden: list[int] = field(default_factory=lambda: [512])  # MLP hidden sizes; [] = linear map
     encoder_hidden: list[int] = field(default_factory=list)  # encoder's own sizes; [] = hidden
     channels: list[int] = field(default_factory=lambda: [32, 64])  # conv channels, stride-2 layers
@@ -151,6 +153,10 @@ def _check_value(section_name: str, key: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{where} must be a list like [512, 256], got {value!r}")
         (item,) = typing.get_args(hint)
         return [_check_value(section_name, key, v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table like {{channels = 32}}, got {value!r}")
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(f"{where}: union types are not supported in config")
     if hint is bool:

@@ -53,6 +53,11 @@ class LatentFamily(nn.Module):
             return z
         return z.reshape(*z.shape[: z.dim() - len(self.latent_shape)], self.flat_dim)
 
+    @property
+    def param_note(self) -> str:
+        """What the encoder's ``param_size`` outputs are, for error messages and docs."""
+        return f"{self.param_size} parameters"
+
     def prior_params(self) -> torch.Tensor:
         """(param_size,) raw parameters of the family's standard member — where black-box VI
         starts without an encoder (inference/refine.py). Zero logits (uniform) unless overridden."""
@@ -66,6 +71,11 @@ class DiagonalGaussian(LatentFamily):
         super().__init__()
         self.latent_shape = (dim,)
         self.param_size = 2 * dim
+
+    @property
+    def param_note(self) -> str:
+        d = self.latent_shape[0]
+        return f"{d} means and {d} scales (before softplus)"
 
     def forward(self, params: torch.Tensor) -> Distribution:
         loc, raw = params.chunk(2, dim=-1)
@@ -89,6 +99,12 @@ class FullCovarianceGaussian(LatentFamily):
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
         self.register_buffer("diag", rows == cols, persistent=False)
+
+    @property
+    def param_note(self) -> str:
+        d = self.latent_shape[0]
+        return (f"{d} means and the {d * (d + 1) // 2} entries of the lower-triangular "
+                "Cholesky factor, row by row (diagonal before softplus)")
 
     def forward(self, params: torch.Tensor) -> Distribution:
         d = self.latent_shape[0]
@@ -120,6 +136,11 @@ class CategoricalLatent(LatentFamily):
         self.latent_shape = (dim, num_classes)
         self.param_size = dim * num_classes
 
+    @property
+    def param_note(self) -> str:
+        n, c = self.latent_shape
+        return f"{n} x {c} logits, variable by variable"
+
     def forward(self, params: torch.Tensor) -> Distribution:
         logits = params.unflatten(-1, self.latent_shape)  # (B, N, C)
         return Independent(OneHot(logits=logits, validate_args=False), 1, validate_args=False)
@@ -134,6 +155,10 @@ class BernoulliLatent(LatentFamily):
         super().__init__()
         self.latent_shape = (dim,)
         self.param_size = dim
+
+    @property
+    def param_note(self) -> str:
+        return f"{self.latent_shape[0]} logits"
 
     def forward(self, params: torch.Tensor) -> Distribution:
         return Independent(Bernoulli(logits=params, validate_args=False), 1,

@@ -35,6 +35,11 @@ class Likelihood(nn.Module):
         super().__init__()
         self.event_shape = tuple(event_shape)
 
+    @property
+    def param_note(self) -> str:
+        """What the decoder's k maps per element are, for error messages and docs."""
+        return "logits, one per data element"
+
     def _independent(self, base: Distribution) -> Distribution:
         return Independent(base, len(self.event_shape), validate_args=False)
 
@@ -88,6 +93,12 @@ class GaussianLikelihood(Likelihood):
         elif variance == "pixel":
             self.raw_std = nn.Parameter(torch.full(self.event_shape, raw))
 
+    @property
+    def param_note(self) -> str:
+        if self.variance == "output":
+            return "k=0 the means, k=1 the scales (before softplus), one each per element"
+        return f"the means, one per element (std: {self.variance})"
+
     def forward(self, out: torch.Tensor) -> Distribution:
         dim = -len(self.event_shape) - 1
         if self.variance == "output":
@@ -118,6 +129,10 @@ class DiscretizedLogisticLikelihood(Likelihood):
     discrete = True
     requires_8bit = True
     name = "logistic-256"
+
+    @property
+    def param_note(self) -> str:
+        return "k=0 the means, k=1 the log-scales, one each per element"
 
     def forward(self, out: torch.Tensor) -> Distribution:
         loc, log_scale = out.unbind(-len(self.event_shape) - 1)

@@ -44,8 +44,16 @@ class VAE(nn.Module):
         return self.posterior(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for z of shape (*batch, *latent_shape); batch shape ``batch``."""
-        return self.likelihood(self.decoder(self.posterior.flatten(z)))
+        """p(x|z) for z of shape (*batch, *latent_shape); batch shape ``batch``.
+
+        The decoder sees z flattened to (N, D) and returns (N, k, *event_shape), or
+        (N, *event_shape) when k = 1 (the contract of models/custom.py)."""
+        flat = self.posterior.flatten(z)
+        batch = flat.shape[:-1]
+        out = self.decoder(flat.reshape(-1, flat.shape[-1]))  # (N, k, *event) or (N, *event)
+        if out.dim() == 1 + len(self.event_shape):  # k = 1 left out
+            out = out.unsqueeze(1)
+        return self.likelihood(out.reshape(*batch, *out.shape[1:]))
 
     def log_joint(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(x|z), log p(z)) for z of shape (K, B, *latent): each (K, B)."""
