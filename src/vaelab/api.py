@@ -160,8 +160,10 @@ def given_networks(config: Config, encoder: nn.Module | None,
     """The config to record for a run trained with modules passed to ``fit``: model.encoder
     (decoder) becomes "python" unless it names an import path that rebuilds the module."""
     model = config.model
-    updates = {key: GIVEN for key, module in (("encoder", encoder), ("decoder", decoder))
-               if module is not None and not is_import_path(getattr(model, key))}
+    # Any: replace() checks each keyword against its field's type; these are str fields
+    updates: dict[str, Any] = {
+        key: GIVEN for key, module in (("encoder", encoder), ("decoder", decoder))
+        if module is not None and not is_import_path(getattr(model, key))}
     if not updates:
         return config
     return dataclasses.replace(config, model=dataclasses.replace(model, **updates))
@@ -285,7 +287,7 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
         from vaelab.inference.modes import build_mode
 
         mode = build_mode(config, model, objective, train_x.shape[0], ctx.world)
-        if mode.state is not None:
+        if mode is not None and mode.state is not None:
             mode.state.to(ctx.device)
     return _Setup(config, train, model, objective, train_x, valid_x, dynamic, mode,
                   grad_variance_hook(config, model, objective, dynamic))
@@ -307,6 +309,7 @@ def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
         step_fn = mode.step_fn(lambda b: rng.bernoulli(b) if dynamic else b)
 
     def validate_fn() -> dict[str, float]:
+        assert setup.valid_x is not None  # passed to the trainer only with a validation split
         terms = elbo_terms(model, setup.valid_x, kl=evaluation_kl(config.objective))
         return {f"val_{'bound' if k == 'elbo' else k}": mean_and_stderr(v)[0]
                 for k, v in terms.items()}

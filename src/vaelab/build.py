@@ -6,6 +6,7 @@ import dataclasses
 import math
 import weakref
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -104,7 +105,8 @@ def build_prior(cfg: ModelConfig, posterior: LatentFamily, encoder: nn.Module | 
     name = cfg.prior if cfg.prior != "auto" else "uniform" if posterior.discrete else "normal"
     priors = {"normal": lambda: StandardNormal(cfg.latent_dim),
               "mixture": lambda: MixtureOfGaussians(cfg.latent_dim, cfg.prior_components),
-              "vamp": lambda: VampPrior(encoder, posterior, _vamp_init(
+              # encoder=None is refused below, before any prior is built
+              "vamp": lambda: VampPrior(cast(nn.Module, encoder), posterior, _vamp_init(
                   cfg.prior_components, event_shape, data_mean, data_x)),
               "uniform": lambda: _discrete_prior(cfg, posterior, learned=False),
               "learned": lambda: _discrete_prior(cfg, posterior, learned=True)}
@@ -211,7 +213,9 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
         if encoder is not None or decoder is not None:
             raise ConfigError("encoder=/decoder= replace the networks of one latent layer; "
                               f"model.latent_layers={layers} builds its own per layer")
-        return build_hierarchical(cfg, event_shape, data_mean)
+        # cast: HierarchicalVAE is no VAE subclass but offers the interface callers use
+        # (encode, decode, prior, latent_shape, ...); a shared Protocol would say so exactly
+        return cast(VAE, build_hierarchical(cfg, event_shape, data_mean))
     if layers:
         cfg = dataclasses.replace(cfg, latent_dim=layers[0], latent_layers=[])
     _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")

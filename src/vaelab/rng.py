@@ -13,7 +13,7 @@ import contextvars
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ def seed_everything(seed: int) -> None:
 def rng_states() -> dict[str, Any]:
     """Every global random state (torch, CUDA, numpy, python) as tensors and plain values,
     so a checkpoint holding them loads with ``torch.load(weights_only=True)``."""
-    _, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    # legacy=True gives MT19937's tuple; numpy's stub also allows the dict form
+    _, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float],
+                                           np.random.get_state(legacy=True))
     version, py_state, gauss_next = random.getstate()
     out: dict[str, Any] = {
         "torch": torch.get_rng_state(),

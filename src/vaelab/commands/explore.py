@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import cast
 
 
 def register(sub) -> None:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                                   points=args.points))
     server = make_server(Explorer(models), args.host, args.port)
     server.verbose = args.verbose
-    host, port = server.server_address[:2]
+    host, port = cast(tuple[str, int], server.server_address[:2])  # an AF_INET(6) server
     shown = "127.0.0.1" if host in ("127.0.0.1", "0.0.0.0") else host
     url = f"http://{shown}:{port}/"
     if args.host not in ("127.0.0.1", "localhost", "::1"):

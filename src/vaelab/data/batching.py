@@ -10,7 +10,7 @@ identical on every device and library version and numbers compare across runs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 
@@ -28,6 +28,10 @@ def iterate_minibatches(x: torch.Tensor, batch_size: int, *, generator: torch.Ge
                         drop_last: bool = ..., start: int = ...,
                         return_indices: Literal[True]
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+@overload
+def iterate_minibatches(x: torch.Tensor, batch_size: int, *, generator: torch.Generator,
+                        drop_last: bool = ..., start: int = ..., return_indices: bool = ...
+                        ) -> Iterator[Any]: ...  # a bool known only at run time: either
 def iterate_minibatches(x: torch.Tensor, batch_size: int, *, generator: torch.Generator,
                         drop_last: bool = False, start: int = 0,
                         return_indices: bool = False

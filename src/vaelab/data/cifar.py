@@ -102,8 +102,8 @@ def read_batch(path: Path, md5: str | None = None) -> tuple[np.ndarray, np.ndarr
     data, labels = _field(batch, "data", str(path)), _field(batch, "labels", str(path))
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
             and data.shape[1] == 3 * 32 * 32):
-        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data)
-        raise DataError(f"{path}: 'data' is {got}, expected uint8 (N, 3072); it is not a "
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data)
+        raise DataError(f"{path}: 'data' is {found}, expected uint8 (N, 3072); it is not a "
                         f"CIFAR-10 batch")
     y = np.asarray(labels)
     if y.shape != (data.shape[0],) or y.dtype.kind not in "iu" \

@@ -24,7 +24,8 @@ from .hashing import bytes_digest
 try:  # numpy >= 2 moved the module; the pickle still names the old one
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct
+    # mypy reads both branches; this one runs only where the first import fails
+    from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
 
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,

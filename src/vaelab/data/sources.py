@@ -153,7 +153,8 @@ def _save_decoded(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Cache decoded uint8 arrays as an uncompressed .npz (no pickle); best effort."""
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            # numpy's stub types **kwds as if they could hold its allow_pickle keyword
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
     except OSError:
         pass  # a read-only cache only costs speed
 

@@ -52,6 +52,8 @@ def _per_dim_kl(q: Distribution, p: Distribution, eps: torch.Tensor) -> tuple[to
     try:
         return kl_divergence(qm, pm), "marginal"
     except NotImplementedError:
+        if not isinstance(qm, Normal):
+            raise ValueError(f"no Monte Carlo KL split for a {type(qm).__name__} q") from None
         z = qm.loc + qm.scale * eps[:, : qm.loc.shape[0]]  # (S, B, D)
         return (qm.log_prob(z) - pm.log_prob(z)).mean(0), "marginal"
 
@@ -122,7 +124,7 @@ def output_range_check(model: VAE, likelihood_name: str, x: torch.Tensor, *, is_
     match the data's range? Returns {"status": ok|warning|error, "note", ranges}."""
     lo, hi = x.min().item(), x.max().item()
     means = model.reconstruct(x[:256])
-    out = {"data_range": [round(lo, 6), round(hi, 6)],
+    out: dict[str, Any] = {"data_range": [round(lo, 6), round(hi, 6)],
            "decoder_mean_range": [round(means.min().item(), 6), round(means.max().item(), 6)]}
     inside = lo >= 0.0 and hi <= 1.0
     binary = bool(((x == 0) | (x == 1)).all())

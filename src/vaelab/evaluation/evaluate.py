@@ -83,6 +83,8 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
             log_w = model.decode(z).log_prob(xb) + prior.log_prob(z) - q.log_prob(z)
             chunk = torch.logsumexp(log_w, 0)
             acc = chunk if acc is None else torch.logaddexp(acc, chunk)
+        if acc is None:  # no chunk drawn
+            raise ValueError(f"samples must be at least 1, got {samples}")
         results.append(acc - math.log(samples))
         bar.update(xb.shape[0])
     bar.close()

@@ -13,6 +13,7 @@ collapse warning that names the layer.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from tqdm.auto import tqdm
@@ -41,7 +42,7 @@ def elbo_terms(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 1,
         trace = model.trace(xb, samples, _sample)
         rec = trace.px.log_prob(xb).mean(0)
         kls = [k.mean(0) for k in layer_kls(trace, kl)]
-        total = sum(kls)
+        total = cast(torch.Tensor, sum(kls))  # a tensor: at least one layer
         out["elbo"].append(rec - total)
         out["rec"].append(rec)
         out["kl"].append(total)
@@ -65,6 +66,8 @@ def importance_log_likelihood(model: HierarchicalVAE, x: torch.Tensor, *, sample
             log_w = log_weights(model.trace(xb, k, _sample), xb)[0]  # (k, B)
             chunk = torch.logsumexp(log_w, 0)
             acc = chunk if acc is None else torch.logaddexp(acc, chunk)
+        if acc is None:  # no chunk drawn
+            raise ValueError(f"samples must be at least 1, got {samples}")
         results.append(acc - math.log(samples))
         bar.update(xb.shape[0])
     bar.close()

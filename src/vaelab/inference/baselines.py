@@ -4,7 +4,8 @@ The score-function gradient E_q[(f(z) - b) grad log q(z|x)] stays unbiased for a
 does not depend on the sample z it multiplies, because E_q[grad log q] = 0; a b close to f
 removes most of the variance. Each baseline is a small module with
 
-* ``value(x, f)``: b, broadcastable to f's shape (K, B); it never looks at the z it weights;
+* ``value(x, f)``: b, broadcastable to f's shape (K, B); it never looks at the z it weights
+  (x may be None for baselines that do not read it: all but NVIL);
 * ``scale()``: a positive divisor of the learning signal (1 except NVIL's normalisation);
 * ``loss(x, f)``: its own training step — a differentiable loss for its parameters (zero
   for parameter-free baselines) plus running-statistics updates in training mode.
@@ -28,19 +29,22 @@ class Baseline(nn.Module):
 
     name = "none"
 
-    def value(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def value(self, x: torch.Tensor | None, f: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), dtype=f.dtype, device=f.device)
 
     def scale(self) -> torch.Tensor | float:
         return 1.0
 
-    def loss(self, x: torch.Tensor, f: torch.Tensor, signal: torch.Tensor | None = None
+    def loss(self, x: torch.Tensor | None, f: torch.Tensor, signal: torch.Tensor | None = None
              ) -> torch.Tensor:
         return torch.zeros((), dtype=f.dtype, device=f.device)
 
 
 class RunningMean(nn.Module):
     """A bias-corrected exponential moving average (as in Adam) of a scalar."""
+
+    avg: torch.Tensor  # buffers (register_buffer)
+    steps: torch.Tensor
 
     def __init__(self, decay: float):
         super().__init__()
@@ -74,10 +78,10 @@ class MovingAverage(Baseline):
         super().__init__()
         self.mean = RunningMean(decay)
 
-    def value(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def value(self, x: torch.Tensor | None, f: torch.Tensor) -> torch.Tensor:
         return self.mean.get().to(f.dtype)
 
-    def loss(self, x: torch.Tensor, f: torch.Tensor, signal: torch.Tensor | None = None
+    def loss(self, x: torch.Tensor | None, f: torch.Tensor, signal: torch.Tensor | None = None
              ) -> torch.Tensor:
         if self.training:
             self.mean.update(f.mean())
@@ -100,27 +104,34 @@ class NVIL(Baseline):
         super().__init__()
         if hidden < 1:
             raise ConfigError(f"objective.baseline_hidden must be at least 1, got {hidden}")
+        out = nn.Linear(hidden, 1)
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(event_shape), hidden),
-                                 nn.Tanh(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.net[-1].weight)  # start at b = c
-        nn.init.zeros_(self.net[-1].bias)
+                                 nn.Tanh(), out)
+        nn.init.zeros_(out.weight)  # start at b = c
+        nn.init.zeros_(out.bias)
         self.mean = RunningMean(decay)
         self.normalize = normalize
         self.var = RunningMean(decay)
 
-    def value(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def _predict(self, x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """C(x), (B,)."""
+        if x is None:
+            raise ValueError("the nvil baseline reads the batch x: pass x to the estimator")
+        return self.net(x.to(next(self.net.parameters()).dtype)).squeeze(-1).to(dtype)
+
+    def value(self, x: torch.Tensor | None, f: torch.Tensor) -> torch.Tensor:
         c = self.mean.get().to(f.dtype)
-        return c + self.net(x.to(self.net[1].weight.dtype)).squeeze(-1).to(f.dtype)  # (B,)
+        return c + self._predict(x, f.dtype)  # (B,)
 
     def scale(self) -> torch.Tensor | float:
         if not self.normalize or self.var.steps.item() == 0:
             return 1.0
         return self.var.get().sqrt().clamp(min=1.0).item()
 
-    def loss(self, x: torch.Tensor, f: torch.Tensor, signal: torch.Tensor | None = None
+    def loss(self, x: torch.Tensor | None, f: torch.Tensor, signal: torch.Tensor | None = None
              ) -> torch.Tensor:
         c = self.mean.get().to(f.dtype)
-        pred = self.net(x.to(self.net[1].weight.dtype)).squeeze(-1).to(f.dtype)  # (B,)
+        pred = self._predict(x, f.dtype)  # (B,)
         mse = (f.detach() - c - pred).pow(2).mean()
         if self.training:
             if signal is not None:
@@ -144,7 +155,7 @@ class LeaveOneOut(Baseline):
                               f"(K - 1 other samples per draw), got {samples}; "
                               "set objective.samples=2 or more")
 
-    def value(self, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    def value(self, x: torch.Tensor | None, f: torch.Tensor) -> torch.Tensor:
         k = f.shape[0]
         return (f.sum(0, keepdim=True) - f) / (k - 1)
 

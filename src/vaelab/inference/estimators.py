@@ -161,6 +161,7 @@ class ScoreFunction(nn.Module):
         k = log_w.shape[0]
         bound = torch.logsumexp(log_w, 0) - math.log(k)
         signal = bound.detach().expand_as(log_w)  # (K, B)
+        aux: torch.Tensor | float
         if isinstance(self.baseline, LeaveOneOut):
             centred = signal - vimco_leave_one_out(log_w.detach())
             score, aux = centred * (log_q - log_q.detach()), 0.0

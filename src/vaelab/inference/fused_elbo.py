@@ -27,6 +27,7 @@ and for each linear layer y = a W^T + b, then h = act(y) except after the last:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,8 @@ def _mlp_layers(net: nn.Module) -> tuple[tuple[nn.Linear, ...], str] | None:
         return None
     if len(acts) > 1 or not acts <= ACTIVATIONS.keys():
         return None
-    return tuple(linears), ACTIVATIONS[acts.pop()] if acts else "relu"
+    # checked above: each is a fastlinear.Linear
+    return cast(tuple[nn.Linear, ...], tuple(linears)), ACTIVATIONS[acts.pop()] if acts else "relu"
 
 
 def _plain(module: nn.Module) -> bool:
@@ -96,6 +98,7 @@ def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
             ) -> torch.Tensor:
     """act(a W^T + b), act one of none, relu, tanh."""
     if fastlinear.onednn_for(a):
+        assert fastlinear._OP is not None  # onednn_for() holds only when the op exists
         return fastlinear._OP(a, weight, bias, act, [], "")
     out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
     if act == "none":
@@ -178,6 +181,7 @@ class _FusedGaussianBernoulliElbo(torch.autograd.Function):
         g_logits = torch.sigmoid(logits).sub_(x).mul_(c)
         dec_grads, g_z = _mlp_backward(g_logits, dec_acts, dec_params, ctx.acts[1],
                                        input_grad=True)
+        assert g_z is not None  # input_grad=True returns dL/dz
         g_mu = g_z + cb * mu
         g_scale = torch.addcmul(cb * (scale - scale.reciprocal()), g_z, eps)
         g_raw = g_scale.mul_(torch.sigmoid(raw))

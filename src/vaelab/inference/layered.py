@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch.distributions import Distribution, kl_divergence
 
 from vaelab.inference.estimators import EstimatorError, Pathwise
 from vaelab.inference.objectives import ObjectiveOutput, apply_free_bits
+from vaelab.models.discrete import base_of
 from vaelab.models.hierarchical import LatentLayer, Trace
 from vaelab.models.kl import NoClosedFormKL
 from vaelab.rng import draw
@@ -50,7 +52,7 @@ def layer_kl_dims(layer: LatentLayer, mode: str = "auto") -> torch.Tensor:
         raise NoClosedFormKL("objective.kl=analytic: with model.inference=bottom-up, p(z_l|"
                              "z_{l+1}) reads a draw made after z_l, so the lower layers' KL "
                              "has no closed form; use objective.kl=auto (or top-down)")
-    q, p = layer.q.base_dist, layer.p.base_dist
+    q, p = base_of(layer.q), base_of(layer.p)  # the per-dimension Normals
     if layer.analytic and mode != "mc":
         kl = kl_divergence(q, p)
     else:
@@ -67,8 +69,9 @@ def log_weights(trace: Trace, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
                                                         torch.Tensor]:
     """(log w, log p(x|z_1), log p(z) - log q(z|x)) of each draw, (K, B) each."""
     log_px_z = trace.px.log_prob(x)
-    log_ratio = sum(layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
-                    for layer in trace.layers)
+    # cast: sum() of tensors (one per layer, at least one) is a tensor, not the start 0
+    log_ratio = cast(torch.Tensor, sum(layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
+                                       for layer in trace.layers))
     return log_px_z + log_ratio, log_px_z, log_ratio
 
 
@@ -92,7 +95,7 @@ def layered_elbo(model, x: torch.Tensor, *, samples: int = 1, kl: str = "auto",
         kl_loss = sum(apply_free_bits(k, free_bits, free_bits_groups) for k in kl_dims)
     else:
         kl_loss = sum(kl_values)
-    total = sum(kl_values)
+    total = cast(torch.Tensor, sum(kl_values))  # a tensor: at least one layer
     loss = -(rec - beta * kl_loss).mean()
     return LayeredOutput(loss=loss, bound=(rec - total).detach(), rec=rec, kl=total,
                          layer_kl=kl_values)

@@ -99,17 +99,17 @@ def relax_in_log_space(q: Distribution, temperature: float | torch.Tensor) -> Di
 def _relaxation(q: Distribution, temperature: float | torch.Tensor, categorical_family,
                 bernoulli_family) -> Distribution:
     base = base_of(q)
+    if not isinstance(base, OneHotCategorical | Bernoulli):
+        raise TypeError(f"a Concrete relaxation needs a OneHotCategorical or Bernoulli "
+                        f"distribution, got {type(base).__name__}")
     tau = torch.as_tensor(temperature, dtype=base.logits.dtype, device=base.logits.device)
     if isinstance(base, OneHotCategorical):
         relaxed: Distribution = categorical_family(tau, logits=base.logits,
                                                    validate_args=False)
         ndims = len(q.event_shape) - 1
-    elif isinstance(base, Bernoulli):
+    else:
         relaxed = bernoulli_family(tau, logits=base.logits, validate_args=False)
         ndims = len(q.event_shape)
-    else:
-        raise TypeError(f"a Concrete relaxation needs a OneHotCategorical or Bernoulli "
-                        f"distribution, got {type(base).__name__}")
     return Independent(relaxed, ndims, validate_args=False) if ndims > 0 else relaxed
 
 

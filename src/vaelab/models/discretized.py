@@ -98,7 +98,7 @@ class DiscretizedLogistic(Distribution):
                            torch.sigmoid(upper))
 
     @torch.no_grad()
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device)
         u = u.clamp(1e-6, 1 - 1e-6)

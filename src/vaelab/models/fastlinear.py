@@ -42,6 +42,7 @@ def onednn_for(t: torch.Tensor) -> bool:
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b^T on oneDNN (a: (M, K), b: (N, K), either may be a strided view)."""
+    assert _OP is not None  # only called when onednn_for() holds, which needs the op
     return _OP(a, b, None, "none", [], "")
 
 
@@ -55,6 +56,7 @@ class _OneDNNLinear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(x2, weight)
         ctx.has_bias = bias is not None
+        assert _OP is not None  # only used when onednn_for() holds, which needs the op
         out = _OP(x2, weight, bias, "none", [], "")
         return out.view(*x.shape[:-1], weight.shape[0])
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -74,11 +75,19 @@ def _gaussian(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
+def _normal(prior: Distribution) -> Normal:
+    """The Normal inside a diagonal Gaussian ``Independent(Normal, 1)``."""
+    base = prior.base_dist if isinstance(prior, Independent) else prior
+    if not isinstance(base, Normal):
+        raise TypeError(f"expected a diagonal Gaussian prior, got {type(base).__name__}")
+    return base
+
+
 def precision_weighted(mu_hat: torch.Tensor, sigma_hat: torch.Tensor, prior: Distribution
                        ) -> Distribution:
     """LVAE's q: the product of N(mu_hat, sigma_hat^2) and the prior N(mu_p, sigma_p^2),
     renormalised (a product of Gaussians). Shapes broadcast, e.g. (B, d) with (K, B, d)."""
-    base = prior.base_dist
+    base = _normal(prior)
     prec_hat, prec_p = sigma_hat.pow(-2), base.scale.pow(-2)
     var = 1.0 / (prec_hat + prec_p)
     return _gaussian((mu_hat * prec_hat + base.loc * prec_p) * var, var.sqrt())
@@ -87,7 +96,7 @@ def precision_weighted(mu_hat: torch.Tensor, sigma_hat: torch.Tensor, prior: Dis
 def residual_normal(mu_hat: torch.Tensor, sigma_hat: torch.Tensor, prior: Distribution
                     ) -> Distribution:
     """NVAE's q: location and scale relative to the prior's, N(mu_p + mu_hat, (s_p s_hat)^2)."""
-    base = prior.base_dist
+    base = _normal(prior)
     return _gaussian(base.loc + mu_hat, base.scale * sigma_hat)
 
 
@@ -147,7 +156,7 @@ class HierarchicalVAE(nn.Module):
     @property
     def posterior(self) -> DiagonalGaussian:
         """The top layer's family (what the explorer and latent plots show)."""
-        return self.families[-1]
+        return cast(DiagonalGaussian, self.families[-1])  # families holds DiagonalGaussians
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

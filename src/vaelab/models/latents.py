@@ -91,6 +91,10 @@ class DiagonalGaussian(LatentFamily):
 class FullCovarianceGaussian(LatentFamily):
     """q(z|x) = N(mu, L L^T) with L lower-triangular and a positive diagonal (Cholesky)."""
 
+    rows: torch.Tensor  # buffers (register_buffer): L's lower-triangle indices, diagonal mask
+    cols: torch.Tensor
+    diag: torch.Tensor
+
     def __init__(self, dim: int):
         super().__init__()
         self.latent_shape = (dim,)

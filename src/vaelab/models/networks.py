@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ class MLPDecoder(nn.Module):
 
     @property
     def output_layer(self) -> Linear:
-        return self.net[-1]
+        return cast(Linear, self.net[-1])  # mlp() ends in a Linear
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.net(z)

@@ -27,6 +27,9 @@ from vaelab.models.latents import positive
 class StandardNormal(nn.Module):
     """p(z) = N(0, I)."""
 
+    loc: torch.Tensor  # buffers (register_buffer)
+    scale: torch.Tensor
+
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("loc", torch.zeros(dim), persistent=False)

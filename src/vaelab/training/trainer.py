@@ -158,8 +158,9 @@ class Trainer:
         # every rank skips, or none; math.isfinite: one scalar read, not four tensor ops
         if distributed.any_rank(not math.isfinite(loss.item())):
             bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-            return self._skip(f"non-finite loss at {where}; non-finite terms: "
-                              f"{', '.join(bad) or 'none (the loss itself)'}")
+            self._skip(f"non-finite loss at {where}; non-finite terms: "
+                       f"{', '.join(bad) or 'none (the loss itself)'}")
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -167,7 +168,8 @@ class Trainer:
             else torch.zeros(())
         if not math.isfinite(norm.item()):  # before clipping, which would spread the NaN
             name = first_nonfinite_grad(self.module)
-            return self._skip(f"non-finite gradient at {where} in parameter '{name}'")
+            self._skip(f"non-finite gradient at {where} in parameter '{name}'")
+            return None
         if 0 < self.cfg.grad_clip < norm:
             torch._foreach_mul_(grads, self.cfg.grad_clip / (float(norm) + 1e-6))
         self.optimizer.step()
@@ -228,6 +230,7 @@ class Trainer:
             st.epoch_rng = self.generator.get_state()
             st.epoch_sums, st.epoch_seen, st.epoch_seconds, st.epoch_records = {}, 0, 0.0, []
         else:  # resumed mid-epoch: replay this epoch's permutation from its start
+            assert st.epoch_rng is not None  # set with the epoch's first batch
             self.generator.set_state(st.epoch_rng)
         sums = st.epoch_sums
         hook_seconds = 0.0
@@ -246,7 +249,7 @@ class Trainer:
                 st.step += 1
             st.batch += 1
             bar.update(1)
-            if terms is not None:
+            if local is not None and terms is not None:  # (terms only when local)
                 if self.on_step_end is not None:
                     t_hook = time.perf_counter()
                     extra = self.on_step_end(self, local, progress)

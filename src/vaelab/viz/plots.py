@@ -284,6 +284,8 @@ def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
     ``variable`` to class c. The discrete analogue of the prior-predictive grid. Raises
     NotApplicable for non-categorical latents or non-image data.
     """
+    from torch.distributions import OneHotCategorical
+
     from vaelab.models.discrete import base_of, gumbel_max
 
     if len(model.latent_shape) != 2:
@@ -295,7 +297,10 @@ def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
                          f"got {variable}")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        logits = base_of(model.prior()).logits  # (N, C)
+        prior = base_of(model.prior())
+        if not isinstance(prior, OneHotCategorical):
+            raise NotApplicable("the class sweep is for categorical latents")
+        logits = prior.logits  # (N, C)
         codes = gumbel_max(logits, (rows,), generator=generator)  # (rows, N, C)
         codes = codes.unsqueeze(1).repeat(1, c, 1, 1)  # (rows, C, N, C)
         codes[:, :, variable, :] = torch.eye(c, dtype=codes.dtype)
