@@ -44,6 +44,8 @@ from vaelab.data.prepare import (
     uses_binarization,
 )
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
+from vaelab.evaluation.layered import active_units_record
+from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.custom import class_path, is_import_path
 from vaelab.models.vae import VAE
 from vaelab.rng import seed_everything
@@ -311,8 +313,12 @@ def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
     def validate_fn() -> dict[str, float]:
         assert setup.valid_x is not None  # passed to the trainer only with a validation split
         terms = elbo_terms(model, setup.valid_x, kl=evaluation_kl(config.objective))
-        return {f"val_{'bound' if k == 'elbo' else k}": mean_and_stderr(v)[0]
-                for k, v in terms.items()}
+        record = {f"val_{'bound' if k == 'elbo' else k}": mean_and_stderr(v)[0]
+                  for k, v in terms.items()}
+        if isinstance(model, HierarchicalVAE):  # which layers carry information, per epoch
+            record.update({f"val_{k}": v for k, v in active_units_record(
+                model, setup.valid_x, config.eval.active_threshold).items()})
+        return record
 
     def on_epoch_end(trainer: Trainer, record: dict[str, Any]) -> None:
         if objective.relaxed:  # the temperature of the epoch's last step

@@ -156,7 +156,8 @@ def test_a_hierarchical_run_records_per_layer_kl(tmp_path, data):
                           "objective.warmup_epochs=1"), out=out, pictures=False)
     assert isinstance(run.model, HierarchicalVAE)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for key in ("train_kl_layer1", "train_kl_layer2", "val_kl_layer1", "val_kl_layer2"):
+    for key in ("train_kl_layer1", "train_kl_layer2", "val_kl_layer1", "val_kl_layer2",
+                "val_active_units_layer1", "val_active_units_layer2"):
         assert key in records[-1], key
     test = json.loads((out / "summary.json").read_text())["test"]
     assert test["latent_layers"] == [4, 2] and len(test["active_units_per_layer"]) == 2
@@ -182,6 +183,8 @@ def test_iwae_trains_a_hierarchy():
     (["model.latent_layers=[4,2]", "objective.estimator=score-function"],
      "train with pathwise gradients"),
     (["model.latent_layers=[4,2]", "objective.kl=analytic"], "has no closed form"),
+    (["model.latent_layers=[4,2]", "train.inference=semi-amortized"],
+     "train.inference=semi-amortized refines a one-layer q"),
 ])
 def test_bad_hierarchical_configs_fail_before_anything_is_written(tmp_path, data, capsys,
                                                                   setting, match):

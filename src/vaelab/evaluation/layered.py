@@ -83,8 +83,7 @@ def active_units(model: HierarchicalVAE, x: torch.Tensor, *, threshold: float = 
     conditions on (exact for q(z_1|x) bottom-up and q(z_L|x) top-down)."""
     means: list[list[torch.Tensor]] = [[] for _ in range(model.depth)]
     for xb in _batches(x, batch_size):
-        trace = model.trace(xb, draws, _sample)
-        for i, layer in enumerate(trace.layers):
+        for i, layer in enumerate(model.latents(xb, draws, _sample)):
             m = layer.q.mean
             means[i].append(m.mean(0) if m.dim() == 3 else m)  # (B, d_l)
     return [torch.cat(m).var(0) for m in means]
@@ -113,3 +112,15 @@ def layer_collapse_warning(layer: int, active: int, total: int, threshold: float
             f"units are active (Cov_x E[z_d|x] > {threshold}); try KL warm-up "
             "(objective.warmup_epochs), free bits (objective.free_bits, per layer) or a "
             "smaller layer in model.latent_layers")
+
+
+@torch.no_grad()
+def active_units_record(model: HierarchicalVAE, x: torch.Tensor, threshold: float
+                        ) -> dict[str, int]:
+    """``{"active_units_layer1": n_1, ...}`` over ``x``: for each epoch's metrics.jsonl."""
+    was_training = model.training
+    model.eval()
+    variances = active_units(model, x, threshold=threshold)
+    model.train(was_training)
+    return {f"active_units_layer{i + 1}": int((v > threshold).sum())
+            for i, v in enumerate(variances)}

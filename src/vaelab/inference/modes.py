@@ -144,6 +144,10 @@ def build_mode(config: Config, model: VAE, objective, n_train: int,
                world: int = 1) -> SemiAmortized | MeanField | None:
     """The training mode's step builder, or None for amortized training."""
     mode = check_mode(config, n_train, world)
+    if mode != "amortized" and not isinstance(model, VAE):
+        raise ConfigError(f"train.inference={mode} refines a one-layer q(z|x), but this model "
+                          f"is {type(model).__name__} (model.latent_layers); set "
+                          "train.inference=amortized")
     if mode == "semi-amortized":
         return SemiAmortized(config, model, objective)
     if mode == "mean-field":

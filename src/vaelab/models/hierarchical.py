@@ -180,14 +180,18 @@ class HierarchicalVAE(nn.Module):
         return self.down[layer](z_above)
 
     def trace(self, x: torch.Tensor, samples: int = 1, sampler: Sampler = rsample) -> Trace:
-        """K draws of z_1..L ~ q(.|x) for x (B, *event), with each layer's q and p.
-
-        ``sampler(q, shape)`` draws (pathwise by default; ``rng.draw`` in training)."""
-        if self.inference == "bottom-up":
-            layers = self._bottom_up(x, samples, sampler)
-        else:
-            layers = self._top_down(x, samples, sampler)
+        """K draws of z_1..L ~ q(.|x) for x (B, *event), with each layer's q and p, and
+        p(x|z_1). ``sampler(q, shape)`` draws (pathwise by default; ``rng.draw`` in
+        training)."""
+        layers = self.latents(x, samples, sampler)
         return Trace(layers, self.likelihood(self.decoder(layers[0].z)))
+
+    def latents(self, x: torch.Tensor, samples: int = 1, sampler: Sampler = rsample
+                ) -> list[LatentLayer]:
+        """The layers of :meth:`trace` without decoding (what active units need)."""
+        if self.inference == "bottom-up":
+            return self._bottom_up(x, samples, sampler)
+        return self._top_down(x, samples, sampler)
 
     def _bottom_up(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
         q = self.families[0](self.encoder(x))  # batch (B,)
