@@ -41,7 +41,9 @@ from vaelab.data.prepare import (
     limit_rows,
     load_split,
     prepare_eval_x,
+    resolve_label_classes,
     uses_binarization,
+    with_labels,
 )
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
 from vaelab.evaluation.layered import active_units_record
@@ -74,8 +76,10 @@ class Run:
     meta: dict[str, Any]
 
     def data(self, split: str = "test") -> torch.Tensor:
-        """The split as evaluated (binarized with the fixed seed for Bernoulli data)."""
-        return prepare_eval_x(self.config, load_split(self.config, split))
+        """The split as evaluated (binarized with the fixed seed for Bernoulli data; with
+        one-hot labels appended for a conditional model, see ``with_labels``)."""
+        data = load_split(self.config, split)
+        return with_labels(self.config, data, prepare_eval_x(self.config, data))
 
     def evaluate(self, split: str = "test", *, iw_samples: int | None = None,
                  progress: bool = False, limit: int | None = None) -> dict[str, Any]:
@@ -260,6 +264,7 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
     """Load the data, build model and objective, check them together, move to the device."""
     train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
+    resolve_label_classes(config, train)  # model.conditional: labels present, how many
     model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
                         data_x=train.x, encoder=networks.encoder, decoder=networks.decoder)
     if config.train.init_from and warm:
@@ -278,6 +283,8 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
         train_x = fixed_binarization(train_x, config.data.binarize_seed + 1)
     dynamic = uses_binarization(config) and config.data.binarize == "dynamic"
     valid_x = prepare_eval_x(config, valid) if valid is not None else None
+    train_x = with_labels(config, train, train_x)  # conditional: (N, D + C), else as is
+    valid_x = with_labels(config, valid, valid_x) if valid is not None else None
     model.to(ctx.device)
     objective.to(ctx.device)
     train_x = train_x.to(ctx.device)

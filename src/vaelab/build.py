@@ -209,10 +209,10 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
     ``encoder``/``decoder``: your own modules instead of model.encoder/decoder; every pair
     is checked with one dry batch against the latent family and likelihood (custom.py)."""
     layers = check_latent_layers(cfg)
-    if len(layers) > 1:
+    if len(layers) > 1 or cfg.conditional:
         if encoder is not None or decoder is not None:
             raise ConfigError("encoder=/decoder= replace the networks of one latent layer; "
-                              f"model.latent_layers={layers} builds its own per layer")
+                              f"model.latent_layers={layers} / model.conditional build their own")
         # cast: HierarchicalVAE is no VAE subclass but offers the interface callers use
         # (encode, decode, prior, latent_shape, ...); a shared Protocol would say so exactly
         return cast(VAE, build_hierarchical(cfg, event_shape, data_mean))
@@ -255,6 +255,16 @@ def check_latent_layers(cfg: ModelConfig) -> list[int]:
         raise ConfigError(f"model.latent_layers={layers} stacks diagonal Gaussian layers under "
                           f"a N(0, I) top; got model.latent={cfg.latent}, model.prior="
                           f"{cfg.prior}: use model.latent=gaussian and model.prior=auto")
+    if cfg.conditional:
+        if cfg.encoder != "mlp" or cfg.latent != "gaussian" or cfg.prior not in ("auto",
+                                                                                  "normal"):
+            raise ConfigError("model.conditional=true reads [x, one-hot y] with an MLP encoder "
+                              "into Gaussian layers under N(0, I); use model.encoder=mlp, "
+                              "model.latent=gaussian, model.prior=auto")
+        if cfg.label_classes < 2:
+            raise ConfigError(f"model.label_classes={cfg.label_classes}: a conditional model "
+                              "needs at least 2 label values (0 = read them from the training "
+                              "labels, which vaelab.fit does)")
     return layers
 
 
@@ -262,7 +272,8 @@ def build_hierarchical(cfg: ModelConfig, event_shape: tuple[int, ...],
                        data_mean: torch.Tensor | None = None) -> HierarchicalVAE:
     """The hierarchical VAE of ``model.latent_layers`` (models/hierarchical.py)."""
     _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")
-    sizes = list(cfg.latent_layers)
+    sizes = list(cfg.latent_layers) or [cfg.latent_dim]
+    classes = cfg.label_classes if cfg.conditional else 0
     try:
         likelihood = build_likelihood(cfg.likelihood, event_shape,
                                       variance=cfg.likelihood_variance, std=cfg.likelihood_std)
@@ -270,12 +281,17 @@ def build_hierarchical(cfg: ModelConfig, event_shape: tuple[int, ...],
         raise ConfigError(str(err)) from None
     bottom = DiagonalGaussian(sizes[0])  # the encoder outputs 2 d_1 numbers either way
     encoder, decoder = build_networks(cfg, event_shape, bottom, likelihood)
+    if classes:  # conditional: the encoder reads [x, y] (D + C), the decoder [z_1, y]
+        encoder = build_networks(cfg, (math.prod(event_shape) + classes,), bottom,
+                                 likelihood)[0]
+        decoder = build_networks(cfg, event_shape, DiagonalGaussian(sizes[0] + classes),
+                                 likelihood)[1]
     if data_mean is not None:
         init_output_bias(decoder, likelihood, data_mean)
     try:
         return HierarchicalVAE(encoder, decoder, likelihood, sizes, inference=cfg.inference,
                                combine=cfg.top_down, hidden=cfg.layer_hidden,
-                               act=cfg.activation)
+                               act=cfg.activation, classes=classes)
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

@@ -57,6 +57,8 @@ class ModelConfig:
     inference: str = "bottom-up"  # hierarchical q: bottom-up (IWAE paper) or top-down (LVAE)
     top_down: str = "ladder"  # top-down q: ladder (LVAE precision-weighted), residual (NVAE)
     layer_hidden: list[int] = field(default_factory=lambda: [256])  # MLPs between layers
+    conditional: bool = False  # labels into encoder and decoder: q(z|x,y), p(x|z,y)
+    label_classes: int = 0  # conditional: label values (0 = from the training labels)
 
 
 @dataclass

@@ -174,7 +174,7 @@ def test_log_weights_at_the_exact_posterior_equal_log_px(data):
     model = hierarchy("top-down")
     set_exact_top_down(model)
     with torch.no_grad():
-        log_w = log_weights(model.trace(x, 50), x)[0]  # (50, N)
+        log_w = log_weights(model.trace(x, 50))[0]  # (50, N)
     torch.testing.assert_close(log_w, exact.expand_as(log_w), rtol=0, atol=1e-6)
 
 

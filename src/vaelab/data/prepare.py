@@ -62,3 +62,34 @@ def eval_split(config: Config) -> str:
     """The split pictures and audits look at: test, else validation, else training."""
     data = config.data
     return data.test_split or data.valid_split or data.train_split
+
+
+def resolve_label_classes(config: Config, train: ArrayDataset) -> None:
+    """model.conditional: check the training split has labels and, when
+    model.label_classes is 0, set it from them (saved with the run's config)."""
+    if not config.model.conditional:
+        return
+    if train.y is None:
+        raise ConfigError(f"model.conditional=true needs labels, but {train.name} "
+                          f"({train.split}) has none; use labelled data (an .npz with y_train, "
+                          "y_valid, y_test) or model.conditional=false")
+    if config.model.label_classes == 0:
+        config.model.label_classes = int(train.y.max().item()) + 1
+
+
+def with_labels(config: Config, data: ArrayDataset, x: torch.Tensor) -> torch.Tensor:
+    """model.conditional: the batch tensor (N, D + C), flattened x then one-hot y (see
+    models/hierarchical.py); otherwise x unchanged. ``x`` is ``data.x`` as prepared."""
+    if not config.model.conditional:
+        return x
+    classes = config.model.label_classes
+    if data.y is None:
+        raise ConfigError(f"model.conditional=true needs labels, but {data.name} "
+                          f"({data.split}) has none; use labelled data or "
+                          "model.conditional=false")
+    if int(data.y.max().item()) >= classes or int(data.y.min().item()) < 0:
+        raise ConfigError(f"{data.name} ({data.split}) has labels outside 0..{classes - 1} "
+                          f"(model.label_classes={classes}); set model.label_classes to the "
+                          "number of label values")
+    y = torch.nn.functional.one_hot(data.y, classes).to(x.dtype)
+    return torch.cat([x.reshape(x.shape[0], -1), y], 1)

@@ -40,7 +40,7 @@ def elbo_terms(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 1,
     out.update({f"kl_layer{i + 1}": [] for i in range(model.depth)})
     for xb in _batches(x, batch_size):
         trace = model.trace(xb, samples, _sample)
-        rec = trace.px.log_prob(xb).mean(0)
+        rec = trace.px.log_prob(trace.x).mean(0)
         kls = [k.mean(0) for k in layer_kls(trace, kl)]
         total = cast(torch.Tensor, sum(kls))  # a tensor: at least one layer
         out["elbo"].append(rec - total)
@@ -63,7 +63,7 @@ def importance_log_likelihood(model: HierarchicalVAE, x: torch.Tensor, *, sample
         acc = None
         for start in range(0, samples, sample_chunk):
             k = min(sample_chunk, samples - start)
-            log_w = log_weights(model.trace(xb, k, _sample), xb)[0]  # (k, B)
+            log_w = log_weights(model.trace(xb, k, _sample))[0]  # (k, B)
             chunk = torch.logsumexp(log_w, 0)
             acc = chunk if acc is None else torch.logaddexp(acc, chunk)
         if acc is None:  # no chunk drawn
@@ -98,6 +98,8 @@ def layer_report(model: HierarchicalVAE, terms: dict[str, torch.Tensor],
     warnings = [w for i, (a, v) in enumerate(zip(active, variances, strict=True))
                 if (w := layer_collapse_warning(i, a, v.numel(), threshold))]
     return {"latent_layers": list(model.sizes), "inference": model.inference,
+            "model": model.describe(),
+            "log_likelihood_of": "log p(x|y), labels given" if model.classes else "log p(x)",
             "kl_per_layer": [round(m, 6) for m, _ in kl],
             "kl_per_layer_stderr": [round(s, 6) for _, s in kl],
             "active_units_per_layer": active, "warnings": warnings}

@@ -65,10 +65,9 @@ def layer_kls(trace: Trace, mode: str = "auto") -> list[torch.Tensor]:
     return [layer_kl_dims(layer, mode).sum(-1) for layer in trace.layers]
 
 
-def log_weights(trace: Trace, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
-                                                        torch.Tensor]:
+def log_weights(trace: Trace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log w, log p(x|z_1), log p(z) - log q(z|x)) of each draw, (K, B) each."""
-    log_px_z = trace.px.log_prob(x)
+    log_px_z = trace.px.log_prob(trace.x)
     # cast: sum() of tensors (one per layer, at least one) is a tensor, not the start 0
     log_ratio = cast(torch.Tensor, sum(layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
                                        for layer in trace.layers))
@@ -88,7 +87,7 @@ def layered_elbo(model, x: torch.Tensor, *, samples: int = 1, kl: str = "auto",
     """ELBO = E_q[log p(x|z_1)] - sum_l KL_l, K draws per datapoint; free bits per layer."""
     _check(estimator or Pathwise())
     trace = model.trace(x, samples, sharded_draw)
-    rec = trace.px.log_prob(x).mean(0)  # (B,)
+    rec = trace.px.log_prob(trace.x).mean(0)  # (B,)
     kl_dims = [layer_kl_dims(layer, kl).mean(0) for layer in trace.layers]  # (B, d_l) each
     kl_values = [k.sum(-1) for k in kl_dims]
     if free_bits > 0:
@@ -107,7 +106,7 @@ def layered_iwae(model, x: torch.Tensor, *, samples: int = 5, beta: float = 1.0,
     (warm-up) trains on log p(x|z_1) + beta (log p(z) - log q(z|x))."""
     _check(estimator or Pathwise())
     trace = model.trace(x, samples, sharded_draw)
-    log_w, log_px_z, log_ratio = log_weights(trace, x)
+    log_w, log_px_z, log_ratio = log_weights(trace)
     bound = torch.logsumexp(log_w, 0) - math.log(samples)
     log_w_train = log_w if beta == 1.0 else log_px_z + beta * log_ratio
     loss = -(torch.logsumexp(log_w_train, 0) - math.log(samples)).mean()

@@ -26,10 +26,18 @@ MLP reads from z_{l+1}. Two inference schemes:
 ``torch.distributions`` objects; the objectives (``inference/layered.py``) and evaluation
 sum their log-densities. ``encode``/``decode``/``prior`` act on the *top* layer (the
 explorer, reconstructions and latent plots); they are pictures, never likelihoods.
+
+Conditional (``classes`` = C > 0; Sohn et al. 2015): q(z|x, y) and p(x|z_1, y) read a one-hot
+label y, the prior stays N(0, I), so log w estimates log p(x|y). A labelled batch is one
+tensor, (B, D + C): the flattened x, then one-hot y (``data/prepare.py`` packs it, so batching,
+sharding and dynamic binarization, which keeps 0/1 values, carry labels unchanged). The
+encoder reads that tensor whole; the decoder reads [z_1, y]. Calls without labels (pictures,
+audits on unlabelled x) use the label average y = 1/C.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -69,6 +77,7 @@ class Trace:
 
     layers: list[LatentLayer]
     px: Distribution  # p(x | z_1), batch (K, B)
+    x: torch.Tensor  # (B, *event): the data px scores (a labelled batch without its labels)
 
 
 def _gaussian(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
@@ -129,8 +138,9 @@ class HierarchicalVAE(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Likelihood,
                  sizes: list[int], *, inference: str = "bottom-up", combine: str = "ladder",
-                 hidden: list[int] | None = None, act: str = "relu"):
+                 hidden: list[int] | None = None, act: str = "relu", classes: int = 0):
         super().__init__()
+        self.classes = classes  # > 0: conditional on a one-hot label of this many values
         if inference not in INFERENCE or combine not in TOP_DOWN:
             raise ValueError(f"inference must be one of {INFERENCE} and combine one of "
                              f"{TOP_DOWN}, got {inference!r}, {combine!r}")
@@ -183,8 +193,35 @@ class HierarchicalVAE(nn.Module):
         """K draws of z_1..L ~ q(.|x) for x (B, *event), with each layer's q and p, and
         p(x|z_1). ``sampler(q, shape)`` draws (pathwise by default; ``rng.draw`` in
         training)."""
+        data, y = self.split(x)
         layers = self.latents(x, samples, sampler)
-        return Trace(layers, self.likelihood(self.decoder(layers[0].z)))
+        return Trace(layers, self._px(layers[0].z, y), data)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x (B, *event), one-hot y (B, C) or None) of a batch; labelled batches of a
+        conditional model are (B, D + C), anything else has no labels."""
+        if not self.classes:
+            return x, None
+        d = math.prod(self.event_shape)
+        if tuple(x.shape[1:]) != (d + self.classes,):
+            return x, None
+        return x[:, :d].reshape(-1, *self.event_shape), x[:, d:]
+
+    def _labelled(self, x: torch.Tensor) -> torch.Tensor:
+        """What the conditional encoder reads: a labelled batch as it is; unlabelled x with
+        the label average 1/C appended."""
+        if not self.classes or self.split(x)[1] is not None:
+            return x
+        flat = x.reshape(x.shape[0], -1)
+        return torch.cat([flat, flat.new_full((x.shape[0], self.classes), 1 / self.classes)], 1)
+
+    def _px(self, z1: torch.Tensor, y: torch.Tensor | None) -> Distribution:
+        """p(x | z_1) (or p(x | z_1, y)) for z_1 (*batch, d_1); y (B, C) broadcasts."""
+        if self.classes:
+            if y is None:
+                y = z1.new_full((self.classes,), 1 / self.classes)
+            z1 = torch.cat([z1, y.expand(*z1.shape[:-1], self.classes)], -1)
+        return self.likelihood(self.decoder(z1))
 
     def latents(self, x: torch.Tensor, samples: int = 1, sampler: Sampler = rsample
                 ) -> list[LatentLayer]:
@@ -194,7 +231,7 @@ class HierarchicalVAE(nn.Module):
         return self._top_down(x, samples, sampler)
 
     def _bottom_up(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
-        q = self.families[0](self.encoder(x))  # batch (B,)
+        q = self.families[0](self.encoder(self._labelled(x)))  # batch (B,)
         zs, qs = [sampler(q, (k,))], [q]  # z_1: (K, B, d_1)
         for i, up in enumerate(self.up):
             q = self.families[i + 1](up(zs[-1]))  # q(z_{l+1} | z_l), batch (K, B)
@@ -207,7 +244,7 @@ class HierarchicalVAE(nn.Module):
                 for i in range(self.depth)]
 
     def _top_down(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
-        hs = [self.encoder(x)]  # (B, 2 d_1)
+        hs = [self.encoder(self._labelled(x))]  # (B, 2 d_1)
         for up in self.up:
             hs.append(up(hs[-1]))  # (B, 2 d_{l+1})
         q = self.families[-1](hs[-1])
@@ -232,11 +269,11 @@ class HierarchicalVAE(nn.Module):
         """The top layer's q for pictures: q(z_L|x) (top-down, exact), or bottom-up
         q(z_L | z_{L-1}) along the means of the layers below (an approximation)."""
         if self.inference == "top-down":
-            h = self.encoder(x)
+            h = self.encoder(self._labelled(x))
             for up in self.up:
                 h = up(h)
             return self.families[-1](h)
-        q = self.families[0](self.encoder(x))
+        q = self.families[0](self.encoder(self._labelled(x)))
         for i, up in enumerate(self.up):
             q = self.families[i + 1](up(q.mean))
         return q
@@ -244,17 +281,23 @@ class HierarchicalVAE(nn.Module):
     def decode(self, z_top: torch.Tensor) -> Distribution:
         """p(x | z_1 = the conditional-mean path down from z_L): a picture of what the top
         layer encodes, not the marginal p(x|z_L)."""
-        return self.likelihood(self.decoder(self._down_means(z_top)))
+        return self._px(self._down_means(z_top), None)
 
     @torch.no_grad()
-    def sample(self, n: int, *, mean: bool = True, top: torch.Tensor | None = None
-               ) -> torch.Tensor:
+    def sample(self, n: int, *, mean: bool = True, top: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
         """n ancestral draws of x; ``top`` (n, d_L) fixes z_L and resamples the layers below
-        (what the lower layers add). ``mean=True`` returns E[x|z_1]."""
+        (what the lower layers add). Conditional: ``labels`` (n,) int, default 0, 1, ...,
+        C-1 in turn. ``mean=True`` returns E[x|z_1]."""
         z = self.prior().sample((n,)) if top is None else top
         for i in range(self.depth - 2, -1, -1):
             z = self.conditional_prior(i, z).sample()
-        px = self.likelihood(self.decoder(z))
+        y = None
+        if self.classes:
+            labels = torch.arange(n, device=z.device) % self.classes if labels is None \
+                else labels
+            y = torch.nn.functional.one_hot(labels, self.classes).to(z.dtype)
+        px = self._px(z, y)
         return px.mean if mean else px.sample()
 
     @torch.no_grad()
@@ -262,3 +305,9 @@ class HierarchicalVAE(nn.Module):
         """E[x | z_1] with every layer at its q mean (top-down: going down from q(z_L|x))."""
         tr = self.trace(x, 1, sampler=lambda q, shape: q.mean.expand(*shape, *q.mean.shape))
         return tr.px.mean[0]
+
+    def describe(self) -> str:
+        """One line for reports: the layers, the inference scheme, labels."""
+        scheme = self.inference + (f" ({self.combine})" if self.inference == "top-down" else "")
+        label = f", conditional on {self.classes} labels" if self.classes else ""
+        return f"{self.depth} Gaussian layers {self.sizes} (bottom first), {scheme}{label}"
