@@ -47,8 +47,8 @@ from vaelab.data.prepare import (
 )
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
 from vaelab.evaluation.layered import active_units_record
-from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.custom import class_path, is_import_path
+from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.vae import VAE
 from vaelab.rng import seed_everything
 from vaelab.schedules import Progress
