@@ -282,9 +282,9 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
     if uses_binarization(config) and config.data.binarize == "static":
         train_x = fixed_binarization(train_x, config.data.binarize_seed + 1)
     dynamic = uses_binarization(config) and config.data.binarize == "dynamic"
-    valid_x = prepare_eval_x(config, valid) if valid is not None else None
     train_x = with_labels(config, train, train_x)  # conditional: (N, D + C), else as is
-    valid_x = with_labels(config, valid, valid_x) if valid is not None else None
+    valid_x = with_labels(config, valid, prepare_eval_x(config, valid)) \
+        if valid is not None else None
     model.to(ctx.device)
     objective.to(ctx.device)
     train_x = train_x.to(ctx.device)
