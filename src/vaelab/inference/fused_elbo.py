@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from vaelab.models import fastlinear
+from vaelab.models import fastlinear, torch_private
 from vaelab.models.latents import MIN_SCALE, DiagonalGaussian
 from vaelab.models.likelihoods import BernoulliLikelihood
 from vaelab.models.networks import MLPDecoder, MLPEncoder
@@ -71,12 +71,6 @@ def _mlp_layers(net: nn.Module) -> tuple[tuple[nn.Linear, ...], str] | None:
     return cast(tuple[nn.Linear, ...], tuple(linears)), ACTIVATIONS[acts.pop()] if acts else "relu"
 
 
-def _plain(module: nn.Module) -> bool:
-    """No hooks and no replaced forward (``speed.accelerate`` wraps bf16 / compile so)."""
-    return all(not m._forward_hooks and not m._forward_pre_hooks and "forward" not in vars(m)
-               for m in module.modules())
-
-
 def fused_plan(model: VAE) -> FusedPlan | None:
     """The layers to run fused when ``model`` is the MLP Gaussian-Bernoulli VAE, else None.
     ``model`` is inspected once per objective: change it later, and build a new objective."""
@@ -84,7 +78,7 @@ def fused_plan(model: VAE) -> FusedPlan | None:
             and type(model.posterior) is DiagonalGaussian
             and type(model.prior_module) is StandardNormal
             and type(model.likelihood) is BernoulliLikelihood
-            and model.decoder.k == 1 and _plain(model)):
+            and model.decoder.k == 1 and torch_private.plain_module(model)):
         return None
     encoder = _mlp_layers(model.encoder.net)
     decoder = _mlp_layers(model.decoder.net)
@@ -98,8 +92,7 @@ def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
             ) -> torch.Tensor:
     """act(a W^T + b), act one of none, relu, tanh."""
     if fastlinear.onednn_for(a):
-        assert fastlinear._OP is not None  # onednn_for() holds only when the op exists
-        return fastlinear._OP(a, weight, bias, act, [], "")
+        return torch_private.linear_pointwise(a, weight, bias, act)
     out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
     if act == "none":
         return out
@@ -132,8 +125,8 @@ def _mlp_backward(g: torch.Tensor, inputs: list[torch.Tensor], params: list[torc
     for i in reversed(range(n)):
         if i < n - 1:  # through the activation, one kernel each
             h = inputs[i + 1]
-            g = torch.ops.aten.threshold_backward(g, h, 0) if act == "relu" \
-                else torch.ops.aten.tanh_backward(g, h)
+            g = torch_private.relu_backward(g, h) if act == "relu" \
+                else torch_private.tanh_backward(g, h)
         grads[2 * i] = _mm_t(g.t(), inputs[i].t())
         grads[2 * i + 1] = g.sum(0)
         if i > 0 or input_grad:

@@ -8,7 +8,8 @@ training GEMMs (y = x W^T + b, dx = dy W, dW = dy^T x) through ``mkldnn._linear_
 with transposed *views* (oneDNN reads strided operands; copying them would cost more than
 the product). Anything else (float64, CUDA, a PyTorch without the op) uses ``F.linear``.
 
-``benchmarks/throughput.py`` measures the effect; ``VAELAB_MATMUL=default`` switches it off.
+``benchmarks/throughput.py`` measures the effect; ``VAELAB_MATMUL=default`` switches it off,
+and so does :func:`vaelab.models.torch_private.public_only` (the op is private).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_OP = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+from vaelab.models import torch_private
 
 
 def _onednn_available() -> bool:
-    if _OP is None or not torch.backends.mkldnn.is_available():
+    op = torch_private.onednn_linear_op()
+    if op is None or not torch.backends.mkldnn.is_available():
         return False
     try:
-        _OP(torch.ones(1, 1), torch.ones(1, 1), None, "none", [], "")
+        op(torch.ones(1, 1), torch.ones(1, 1), None, "none", [], "")
     except (RuntimeError, NotImplementedError):
         return False
     return True
@@ -36,14 +38,15 @@ ENABLED = os.environ.get("VAELAB_MATMUL", "onednn") != "default" and _onednn_ava
 
 
 def onednn_for(t: torch.Tensor) -> bool:
-    """Whether products with ``t`` run on oneDNN: float32 on the CPU, the op available."""
-    return ENABLED and t.dtype == torch.float32 and t.device.type == "cpu"
+    """Whether products with ``t`` run on oneDNN: float32 on the CPU, the op available and
+    private entry points allowed (``torch_private.public_only``)."""
+    return ENABLED and torch_private.private_enabled() and t.dtype == torch.float32 \
+        and t.device.type == "cpu"
 
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b^T on oneDNN (a: (M, K), b: (N, K), either may be a strided view)."""
-    assert _OP is not None  # only called when onednn_for() holds, which needs the op
-    return _OP(a, b, None, "none", [], "")
+    return torch_private.linear_pointwise(a, b, None)
 
 
 def _mm_t_differentiable(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -56,8 +59,7 @@ class _OneDNNLinear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         ctx.save_for_backward(x2, weight)
         ctx.has_bias = bias is not None
-        assert _OP is not None  # only used when onednn_for() holds, which needs the op
-        out = _OP(x2, weight, bias, "none", [], "")
+        out = torch_private.linear_pointwise(x2, weight, bias)
         return out.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from vaelab.config import ConfigError, TrainConfig
 from vaelab.data import iterate_minibatches
+from vaelab.models.torch_private import scale_, tensor_norms
 from vaelab.rng import Shard, rng_states, set_rng_states, sharded
 from vaelab.schedules import Progress
 from vaelab.training import distributed
@@ -164,14 +165,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads \
+        norm = torch.linalg.vector_norm(torch.stack(tensor_norms(grads))) if grads \
             else torch.zeros(())
         if not math.isfinite(norm.item()):  # before clipping, which would spread the NaN
             name = first_nonfinite_grad(self.module)
             self._skip(f"non-finite gradient at {where} in parameter '{name}'")
             return None
         if 0 < self.cfg.grad_clip < norm:
-            torch._foreach_mul_(grads, self.cfg.grad_clip / (float(norm) + 1e-6))
+            scale_(grads, self.cfg.grad_clip / (float(norm) + 1e-6))
         self.optimizer.step()
         self.state.bad_steps = 0
         return terms
