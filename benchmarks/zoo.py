@@ -333,8 +333,8 @@ def plain_training(cfg, x: torch.Tensor, model: PlainVAE, epochs: int) -> list[f
 # -- one side, in a fresh process -------------------------------------------------------
 
 def measure_plain(path: Path, steps: int, epochs: int) -> dict:
-    from vaelab.api import limit_rows, load_split
     from vaelab.build import build_model
+    from vaelab.data.prepare import limit_rows, load_split
 
     cfg = bench_config(path, steps, epochs)
     torch.manual_seed(cfg.train.seed)
@@ -348,7 +348,8 @@ def measure_plain(path: Path, steps: int, epochs: int) -> dict:
 
 def measure_vaelab(path: Path, steps: int, epochs: int, eval_images: int, ks: list[int]
                    ) -> dict:
-    from vaelab.api import fit, load_split, prepare_eval_x
+    from vaelab.api import fit
+    from vaelab.data.prepare import load_split, prepare_eval_x
     from vaelab.evaluation.evaluate import importance_log_likelihood
 
     cfg = bench_config(path, steps, epochs)
@@ -385,8 +386,8 @@ def child(args: argparse.Namespace) -> list[str]:
 
 def in_fresh_process(args: argparse.Namespace, part: str, path: Path, eval_images: int = 0
                      ) -> dict:
-    command = child(args) + ["--part", part, "--config", str(path),
-                             "--eval-images", str(eval_images)]
+    command = [*child(args), "--part", part, "--config", str(path),
+               "--eval-images", str(eval_images)]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep +
                os.environ.get("PYTHONPATH", ""))
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)

@@ -10,8 +10,15 @@ them. Measured on the default model, one thread: the first layer's weight-gradie
 alternative to preloading jemalloc or tcmalloc; blocks larger than ``MMAP_THRESHOLD`` (a
 whole dataset) are still mapped and unmapped as usual.
 
-Process-wide and idempotent; a no-op off glibc. ``VAELAB_MALLOC=default`` leaves malloc
-alone (for comparisons).
+Who turns it on: the ``vaelab`` command (every subcommand, ``cli.py``). Library calls
+(``vaelab.fit``, ``Run.evaluate``) do not, because the setting is process-wide: after it,
+every allocation in the process keeps up to ``TRIM_THRESHOLD`` (256 MB) of freed heap
+instead of returning it to the system, and blocks up to 32 MB come from the heap instead of
+their own mappings, so the process's resident memory can stay higher after a big
+computation. A library user opts in by calling :func:`keep_freed_memory` once.
+
+Idempotent; a no-op off glibc. ``VAELAB_MALLOC=default`` leaves malloc alone even when
+asked (for comparisons).
 """
 
 from __future__ import annotations
