@@ -5,7 +5,8 @@
     python benchmarks/zoo.py --only 002_conv,default --repeats 5
 
 For each config in ``configs/`` and ``configs/seeds/``:
-1. images/s of vaelab's trainer (``vaelab.fit``, the config as shipped except: 2 threads,
+1. images/s of vaelab's trainer (``vaelab.fit`` after ``keep_freed_memory()``, as the
+   ``vaelab`` command runs it; the config as shipped except: 2 threads,
    no validation, test evaluation or pictures, ``data.train_limit`` = steps x batch, no
    ``train.init_from``) against a plain loop of *the same model* written here with plain
    ``torch.nn`` modules: the same networks (shapes checked, weights copied from vaelab's
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 LOG_2PI = math.log(2 * math.pi)
 MIN_SCALE = 1e-5  # vaelab's floor on Gaussian scales (latents.positive)
-STEPS = 150  # steps per epoch (--quick: 40); heavy rows fewer, see steps_for
+STEPS = 100  # steps per epoch (--quick: 40); heavy rows fewer, see steps_for
 HEAVY = {"paper-iwae50": 4, "paper-vamp": 2}  # divide the steps: K=50, 500 pseudo-inputs
 
 
@@ -351,7 +352,9 @@ def measure_vaelab(path: Path, steps: int, epochs: int, eval_images: int, ks: li
     from vaelab.api import fit
     from vaelab.data.prepare import load_split, prepare_eval_x
     from vaelab.evaluation.evaluate import importance_log_likelihood
+    from vaelab.training.heap import keep_freed_memory
 
+    keep_freed_memory()  # as the `vaelab` command does (vaelab.fit alone leaves malloc alone)
     cfg = bench_config(path, steps, epochs)
     shipped_k = cfg.eval.iw_samples
     with tempfile.TemporaryDirectory() as tmp:
@@ -419,6 +422,23 @@ def run_row(args: argparse.Namespace, path: Path) -> dict:
     return row
 
 
+def gemm_diagnostic(rows: list[dict]) -> dict | None:
+    """The default model's GEMM rate in training (its products' FLOPs x vaelab's images/s)
+    as a fraction of the best float32 GEMM rate measured now (throughput.py's measure)."""
+    from throughput import peak_gemm_gflops, training_gemm_flops_per_image
+
+    row = next((r for r in rows if r["config"] == "configs/default.toml" and "speedup" in r),
+               None)
+    if row is None:
+        return None
+    flops = training_gemm_flops_per_image([(784, 512), (512, 40), (20, 512), (512, 784)])
+    achieved = flops * row["vaelab_images_per_sec"] / 1e9
+    peaks = peak_gemm_gflops()
+    return {"gemm_gflops": round(achieved, 1),
+            "peak_gemm_gflops": {k: round(v, 1) for k, v in peaks.items()},
+            "fraction_of_peak": round(achieved / max(peaks.values()), 3)}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| config | plain loop, images/s | vaelab, images/s | speed-up | "
              "IS at shipped K, 10k test images | IS at K=5000, 10k |",
@@ -445,7 +465,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=0, help="runs per side (3; quick 1)")
     parser.add_argument("--only", default="", help="comma-separated config stems")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2)")
-    parser.add_argument("--eval-images", type=int, default=40,
+    parser.add_argument("--eval-images", type=int, default=20,
                         help="test images the IS timing runs on (extrapolated to 10k)")
     parser.add_argument("--no-eval", action="store_true", help="skip the IS timings")
     parser.add_argument("--part", choices=["plain", "vaelab"], help=argparse.SUPPRESS)
@@ -476,7 +496,9 @@ def main() -> None:
     order = [str(p.relative_to(ROOT)) for p in config_paths()]
     rows = sorted([*rows, *(r for r in old if r["config"] not in done)],
                   key=lambda r: order.index(r["config"]) if r["config"] in order else 999)
+    gemm = gemm_diagnostic(rows)
     result = {"threads": args.threads, "repeats": args.repeats, "quick": args.quick,
+              "default_model_gemm_rate": gemm,
               "torch": torch.__version__, "python": platform.python_version(),
               "load_average_at_start": [round(v, 2) for v in load],
               "load_average_at_end": [round(v, 2) for v in os.getloadavg()],

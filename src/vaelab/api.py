@@ -392,7 +392,8 @@ def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool)
                    encoder=setup.model.encoder if given.encoder == GIVEN else None,
                    decoder=setup.model.decoder if given.decoder == GIVEN else None)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
-    summary["training_step"] = ("fused ELBO (src/vaelab/inference/fused_elbo.py, train.fused)"
+    summary["training_step"] = ("fused ELBO or IWAE (inference/fused_elbo.py, fused_iwae.py; "
+                                "train.fused)"
                                 if setup.objective.trains_fused(setup.model) else
                                 "autograd through the model's modules and distributions")
     run_dir.write_json("summary.json", summary)

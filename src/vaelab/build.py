@@ -22,6 +22,7 @@ from vaelab.inference.fused_elbo import (
     fused_gaussian_bernoulli_elbo,
     fused_plan,
 )
+from vaelab.inference.fused_iwae import fused_gaussian_bernoulli_iwae
 from vaelab.inference.layered import LAYERED_OBJECTIVES
 from vaelab.inference.objectives import OBJECTIVES, ObjectiveOutput
 from vaelab.models.custom import (
@@ -422,9 +423,11 @@ class ConfiguredObjective(nn.Module):
         self.estimator = estimator  # registered as a submodule when it is an nn.Module
         self.temperature = temperature_schedule(cfg)  # tau(step) for relaxed estimators
         # the one-node ELBO of the MLP Gaussian-Bernoulli VAE (inference/fused_elbo.py), where
-        # it applies (train.fused = ``fused``); its run-time conditions are checked at each call
-        self.fused = (fused and cfg.name == "elbo" and cfg.samples == 1
-                      and cfg.kl in ("auto", "analytic") and cfg.free_bits == 0
+        # it applies (train.fused = ``fused``), and the one-node IWAE bound of the same model
+        # (inference/fused_iwae.py); their run-time conditions are checked at each call
+        elbo_fusable = (cfg.name == "elbo" and cfg.samples == 1
+                        and cfg.kl in ("auto", "analytic") and cfg.free_bits == 0)
+        self.fused = (fused and (elbo_fusable or cfg.name == "iwae")
                       and type(estimator) is Pathwise)
         self._plans: weakref.WeakKeyDictionary[VAE, FusedPlan | None] = \
             weakref.WeakKeyDictionary()  # each model's, found at its first step
@@ -448,6 +451,8 @@ class ConfiguredObjective(nn.Module):
             if model not in self._plans:
                 self._plans[model] = fused_plan(model)
             plan = self._plans[model]
+            if plan is not None and cfg.name == "iwae":
+                return self._fused_iwae(plan, x, kl_weight(cfg, progress), cfg.samples)
             if plan is not None:
                 return self._fused_elbo(plan, x, kl_weight(cfg, progress))
         return self.fn(model, x, samples=cfg.samples, kl=cfg.kl,
@@ -463,6 +468,12 @@ class ConfiguredObjective(nn.Module):
         eps = rng.standard_normal(x.shape[0], plan.latent_dim, x.device)  # Pathwise's draw
         loss, rec, kl = fused_gaussian_bernoulli_elbo(plan, x, eps, beta)
         return ObjectiveOutput(loss=loss, bound=rec - kl, rec=rec, kl=kl)
+
+    @staticmethod
+    def _fused_iwae(plan: FusedPlan, x: torch.Tensor, beta: float, k: int) -> ObjectiveOutput:
+        eps = rng.standard_normal(x.shape[0], plan.latent_dim, x.device, samples=k)
+        loss, bound, rec, kl = fused_gaussian_bernoulli_iwae(plan, x, eps, beta)
+        return ObjectiveOutput(loss=loss, bound=bound, rec=rec, kl=kl)
 
 
 def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,

@@ -117,13 +117,16 @@ def draw(d: Distribution, sample_shape: Sequence[int] = (), *, reparam: bool = T
     return out.select(len(shape), shard.rank)
 
 
-def standard_normal(b: int, d: int, device: torch.device | str | None = None) -> torch.Tensor:
+def standard_normal(b: int, d: int, device: torch.device | str | None = None, *,
+                    samples: int | None = None) -> torch.Tensor:
     """(b, d) N(0, 1) noise for this rank's b rows of a global batch, on ``device``: the
-    numbers :func:`draw` gives a pathwise sample of a (b, d) Normal, without building one."""
+    numbers :func:`draw` gives a pathwise sample of a (b, d) Normal, without building one;
+    with ``samples`` = K, (K, b, d): those of ``draw(normal, (K,))``."""
     shard = current_shard()
+    lead = () if samples is None else (samples,)
     if shard.world == 1:
-        return torch.randn(b, d, device=device)
-    return torch.randn(shard.world, b, d, device=device)[shard.rank]
+        return torch.randn(*lead, b, d, device=device)
+    return torch.randn(*lead, shard.world, b, d, device=device).select(len(lead), shard.rank)
 
 
 def bernoulli(p: torch.Tensor) -> torch.Tensor:

@@ -102,8 +102,8 @@ def test_fused_draws_the_noise_of_each_shard():
     {"objective": {"samples": 2}},
     {"objective": {"free_bits": 0.1}},
     {"objective": {"kl": "mc"}},
-    {"objective": {"name": "iwae", "samples": 2}},
     {"objective": {"estimator": "score-function"}},
+    {"objective": {"name": "iwae", "samples": 2, "estimator": "score-function"}},
     {"model": {"activation": "elu"}},
     {"model": {"likelihood": "gaussian"}},
     {"model": {"prior": "mixture"}},
@@ -111,6 +111,7 @@ def test_fused_draws_the_noise_of_each_shard():
     {"model": {"encoder": "conv", "decoder": "conv"}},
 ], ids=lambda c: ",".join(f"{k}={v}" for part in c.values() for k, v in part.items()))
 def test_other_models_and_objectives_take_the_general_path(change):
+    """(The pathwise IWAE of this model has its own fused node: test_fused_iwae.py.)"""
     model_cfg = ModelConfig(latent_dim=3, hidden=[16], channels=[4, 8],
                             **change.get("model", {}))
     torch.manual_seed(0)

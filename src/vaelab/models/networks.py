@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from typing import cast
 
 import torch
@@ -78,6 +79,18 @@ class MLPDecoder(nn.Module):
         return out.view(*z.shape[:-1], self.k, *self.event_shape)
 
 
+CHANNELS_LAST = os.environ.get("VAELAB_CHANNELS_LAST", "1") != "0"
+
+
+def _conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """Feature maps in channels-last order (N, H, W, C in memory) for oneDNN's convolutions:
+    the NCHW layout makes them reorder every input and gradient. Same values (a view of the
+    same numbers in another memory order); only the kernels' summation order changes."""
+    if CHANNELS_LAST and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _require_image(event_shape: tuple[int, ...], who: str) -> tuple[int, int, int]:
     if len(event_shape) != 3:
         raise ValueError(f"a conv {who} needs image data of shape (C, H, W), got event shape "
@@ -103,7 +116,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-3]
-        feats = self.conv(x.reshape(-1, *self.event_shape))  # (B', C', H', W')
+        feats = self.conv(_conv_layout(x.reshape(-1, *self.event_shape)))  # (B', C', H', W')
         return self.head(feats.flatten(1)).view(*batch, -1)
 
 
@@ -143,5 +156,5 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[:-1]
         feats = self.head_act(self.head(z.reshape(-1, z.shape[-1]))).view(-1, *self.start_shape)
-        out = self.deconv(feats)[..., : self.event_shape[1], : self.event_shape[2]]
+        out = self.deconv(_conv_layout(feats))[..., : self.event_shape[1], : self.event_shape[2]]
         return out.reshape(*batch, self.k, *self.event_shape)
