@@ -155,3 +155,27 @@ def test_a_trainer_step_is_the_same_with_private_entry_points_off():
         public = train()
     for p, q in zip(private, public, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_networks_give_the_same_numbers_in_channels_last_layout(monkeypatch):
+    """networks.CHANNELS_LAST only changes the memory order of the feature maps."""
+    from vaelab.models import networks
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(latent_dim=3, hidden=[8], channels=[4, 6], encoder="conv",
+                                    decoder="conv"), (1, 10, 10))
+    x = torch.rand(5, 1, 10, 10, generator=torch.Generator().manual_seed(1))
+
+    def outputs():
+        model.zero_grad(set_to_none=True)
+        feats = model.encoder(x)
+        out = model.decoder(feats[:, :3])
+        out.square().sum().backward()
+        return [out.contiguous(), *(p.grad.clone() for p in model.parameters())]
+
+    monkeypatch.setattr(networks, "CHANNELS_LAST", False)
+    nchw = outputs()
+    monkeypatch.setattr(networks, "CHANNELS_LAST", True)
+    nhwc = outputs()
+    for a, b in zip(nchw, nhwc, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
