@@ -87,6 +87,7 @@ class _FusedGaussianBernoulliIwae(torch.autograd.Function):
         g_logits = torch.sigmoid(logits).view(k, b, -1).sub_(x).mul_(ca.unsqueeze(-1))
         dec_grads, g_zf = _mlp_backward(g_logits.view(k * b, -1), dec_acts, dec_params,
                                         ctx.acts[1], input_grad=True)
+        assert g_zf is not None  # input_grad=True returns dL/dz
         z = dec_acts[0].view(k, b, d)
         g_z = torch.addcmul(g_zf.view(k, b, d), z, ca.mul_(ctx.beta).unsqueeze(-1))
         g_mu = g_z.sum(0)
