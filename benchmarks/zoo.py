@@ -440,19 +440,20 @@ def gemm_diagnostic(rows: list[dict]) -> dict | None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| config | plain loop, images/s | vaelab, images/s | speed-up | "
+    lines = ["| config | vaelab's step | plain loop, images/s | vaelab, images/s | speed-up | "
              "IS at shipped K, 10k test images | IS at K=5000, 10k |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         name = f"`{r['config']}`"
         if "skipped" in r:
-            lines.append(f"| {name} | skipped: {r['skipped']} | | | | |")
+            lines.append(f"| {name} | skipped: {r['skipped']} | | | | | |")
             continue
         ev = r.get("is_eval", {})
         k = r.get("shipped_k")
         shipped = f"K={k}: {ev[str(k)]['seconds_10k']:.0f} s" if k and str(k) in ev else ""
         k5 = f"{ev['5000']['seconds_10k']:.0f} s" if "5000" in ev else ""
-        lines.append(f"| {name} | {r['plain_images_per_sec']:,} | "
+        step = "fused" if r.get("training_step", "").startswith("fused") else "general"
+        lines.append(f"| {name} | {step} | {r['plain_images_per_sec']:,} | "
                      f"{r['vaelab_images_per_sec']:,} | **{r['speedup']:.2f}x** | {shipped} | "
                      f"{k5} |")
     return "\n".join(lines)
@@ -468,6 +469,8 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=20,
                         help="test images the IS timing runs on (extrapolated to 10k)")
     parser.add_argument("--no-eval", action="store_true", help="skip the IS timings")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the table of the results file, measure nothing")
     parser.add_argument("--part", choices=["plain", "vaelab"], help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help="results file (default results/zoo.json)")
@@ -485,6 +488,11 @@ def main() -> None:
         print(json.dumps(result))
         return
     args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.table:
+        out = Path(args.out) if args.out else \
+            RESULTS / f"zoo{'-quick' if args.quick else ''}.json"
+        print(table(json.loads(out.read_text())["rows"]))
+        return
     only = {s for s in args.only.split(",") if s}
     paths = [p for p in config_paths() if not only or row_name(p) in only]
     started = time.time()
