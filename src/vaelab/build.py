@@ -15,7 +15,13 @@ from torch.distributions import Independent
 from vaelab import rng
 from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
 from vaelab.inference.baselines import BASELINES, build_baseline
-from vaelab.inference.estimators import ESTIMATORS, GumbelSoftmax, Pathwise, ScoreFunction
+from vaelab.inference.estimators import (
+    ESTIMATORS,
+    Estimator,
+    GumbelSoftmax,
+    Pathwise,
+    ScoreFunction,
+)
 from vaelab.inference.fused_elbo import (
     FusedPlan,
     fused_applies,
@@ -328,7 +334,7 @@ def evaluation_kl(cfg: ObjectiveConfig) -> str:
     return "analytic" if cfg.kl == "relaxed" else cfg.kl
 
 
-def check_relaxation(cfg: ObjectiveConfig, estimator) -> None:
+def check_relaxation(cfg: ObjectiveConfig, estimator: Estimator) -> None:
     """Relaxed samples are not values of the discrete q and p: their log-probabilities (a
     Monte Carlo KL, IWAE weights) would be wrong, so these estimators need the analytic KL."""
     if cfg.prior_temperature < 0:
@@ -355,7 +361,7 @@ def check_relaxation(cfg: ObjectiveConfig, estimator) -> None:
 
 
 def build_estimator(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,
-                    discrete: bool = False):
+                    discrete: bool = False) -> Estimator:
     """The gradient estimator named by ``objective.estimator`` (with its baseline)."""
     estimator_name = resolve_estimator(cfg, discrete)
     _choice(estimator_name, ESTIMATORS, "objective.estimator")
@@ -416,7 +422,7 @@ class ConfiguredObjective(nn.Module):
     and running statistics) is optimised and checkpointed with it.
     """
 
-    def __init__(self, cfg: ObjectiveConfig, estimator, fused: bool = True):
+    def __init__(self, cfg: ObjectiveConfig, estimator: Estimator, fused: bool = True):
         super().__init__()
         self.cfg = cfg
         self.fn = OBJECTIVES[cfg.name]

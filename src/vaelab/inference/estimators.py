@@ -181,6 +181,9 @@ def vimco_leave_one_out(log_w: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(replaced, 1) - math.log(k)
 
 
+# any gradient estimator (the two families share an interface, not a base class)
+Estimator = Pathwise | ScoreFunction
+
 ESTIMATORS = {"pathwise": Pathwise, "score-function": ScoreFunction}
 
 ESTIMATORS.update({"gumbel-softmax": GumbelSoftmax, "straight-through": StraightThrough})

@@ -20,10 +20,10 @@ from typing import cast
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from vaelab.inference.estimators import EstimatorError, Pathwise
+from vaelab.inference.estimators import Estimator, EstimatorError, Pathwise
 from vaelab.inference.objectives import ObjectiveOutput, apply_free_bits
 from vaelab.models.discrete import base_of
-from vaelab.models.hierarchical import LatentLayer, Trace
+from vaelab.models.hierarchical import HierarchicalVAE, LatentLayer, Trace
 from vaelab.models.kl import NoClosedFormKL
 from vaelab.rng import draw
 
@@ -81,9 +81,9 @@ def _check(estimator) -> None:
                              "objective.estimator=pathwise (or auto)")
 
 
-def layered_elbo(model, x: torch.Tensor, *, samples: int = 1, kl: str = "auto",
+def layered_elbo(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto",
                  beta: float = 1.0, free_bits: float = 0.0, free_bits_groups: int = 0,
-                 estimator=None) -> LayeredOutput:
+                 estimator: Estimator | None = None) -> LayeredOutput:
     """ELBO = E_q[log p(x|z_1)] - sum_l KL_l, K draws per datapoint; free bits per layer."""
     _check(estimator or Pathwise())
     trace = model.trace(x, samples, sharded_draw)
@@ -100,8 +100,8 @@ def layered_elbo(model, x: torch.Tensor, *, samples: int = 1, kl: str = "auto",
                          layer_kl=kl_values)
 
 
-def layered_iwae(model, x: torch.Tensor, *, samples: int = 5, beta: float = 1.0,
-                 estimator=None, **_: object) -> LayeredOutput:
+def layered_iwae(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 5, beta: float = 1.0,
+                 estimator: Estimator | None = None, **_: object) -> LayeredOutput:
     """IWAE bound over the joint latent: log (1/K) sum_k w_k (Burda et al. 2016); beta < 1
     (warm-up) trains on log p(x|z_1) + beta (log p(z) - log q(z|x))."""
     _check(estimator or Pathwise())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
-from vaelab.inference.estimators import Pathwise, ScoreFunction
+from vaelab.inference.estimators import Estimator, Pathwise, ScoreFunction
 from vaelab.models.kl import kl_term
 from vaelab.models.vae import VAE
 
@@ -60,17 +60,19 @@ def apply_free_bits(kl_dims: torch.Tensor, free_bits: float, groups: int = 0) ->
 
 
 def elbo(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto", beta: float = 1.0,
-         free_bits: float = 0.0, free_bits_groups: int = 0, estimator=None) -> ObjectiveOutput:
+         free_bits: float = 0.0, free_bits_groups: int = 0,
+         estimator: Estimator | None = None) -> ObjectiveOutput:
     """ELBO = E_q[log p(x|z)] - KL(q||p) with K Monte Carlo samples per datapoint."""
     estimator = estimator or Pathwise()
     q = model.encode(x)
     p = model.prior()
     if kl == "relaxed":  # the Concrete relaxation's own KL (gumbel-softmax estimators)
-        if not hasattr(estimator, "sample_with_relaxed_kl"):
+        sample_with_relaxed_kl = getattr(estimator, "sample_with_relaxed_kl", None)
+        if sample_with_relaxed_kl is None:
             raise ValueError(f"kl='relaxed' needs a relaxed estimator (GumbelSoftmax or "
                              f"StraightThrough), got {type(estimator).__name__}; use "
                              "kl='analytic' with it")
-        z, kl_samples = estimator.sample_with_relaxed_kl(q, p, samples)
+        z, kl_samples = sample_with_relaxed_kl(q, p, samples)
         log_px_z = model.decode(z).log_prob(x)  # (K, B)
         loss = -(log_px_z - beta * kl_samples).mean()
         rec, kl_value = log_px_z.mean(0), kl_samples.mean(0)
@@ -126,7 +128,8 @@ def log_weights(model: VAE, x: torch.Tensor, z: torch.Tensor, q: Distribution) -
     return log_px_z + log_pz - q.log_prob(z)
 
 
-def iwae(model: VAE, x: torch.Tensor, *, samples: int = 5, estimator=None, beta: float = 1.0,
+def iwae(model: VAE, x: torch.Tensor, *, samples: int = 5,
+         estimator: Estimator | None = None, beta: float = 1.0,
          **_: object) -> ObjectiveOutput:
     """IWAE bound (Burda et al. 2016): log (1/K) sum_k w_k; K=1 is the ELBO with MC KL.
 

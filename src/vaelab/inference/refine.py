@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaelab.inference.estimators import ESTIMATORS, Pathwise
+from vaelab.inference.estimators import ESTIMATORS, Estimator, Pathwise
 from vaelab.inference.objectives import ObjectiveOutput, elbo
 from vaelab.models.latents import LatentFamily
 from vaelab.models.vae import VAE
@@ -168,7 +168,7 @@ class PerDatapointParams(nn.Module):
         self.params[idx] = values.detach().to(self.params)
 
 
-def default_estimator(q: Distribution, samples: int):
+def default_estimator(q: Distribution, samples: int) -> Estimator:
     """Pathwise when q can be reparameterized; otherwise the score-function estimator
     (BBVI as in Ranganath et al. 2014), with the leave-one-out baseline when K > 1."""
     if q.has_rsample:
@@ -191,7 +191,8 @@ def bbvi_samples(family: LatentFamily, samples: int | None) -> int:
     return 8 if family.discrete else 1
 
 
-def elbo_objective(*, samples: int = 1, kl: str = "auto", estimator=None) -> Objective:
+def elbo_objective(*, samples: int = 1, kl: str = "auto",
+                   estimator: Estimator | None = None) -> Objective:
     """The plain ELBO (beta = 1) with K samples: what black-box VI maximizes."""
     def objective(model: VAE, x: torch.Tensor) -> ObjectiveOutput:
         est = estimator or default_estimator(model.encode(x), samples)
