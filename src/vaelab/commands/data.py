@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("data", help="list datasets or fetch one into the cache")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     lst = dsub.add_parser("list", help="each dataset, whether it is available and from where")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "estimators", help="compare gradient estimators: variance, bias, SNR, time",
         description="Draw M gradient estimates per estimator at fixed parameters on one "

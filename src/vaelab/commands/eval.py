@@ -6,7 +6,7 @@ import argparse
 import json
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("eval", help="evaluate a run: ELBO, IS log-likelihood, active units")
     p.add_argument("run", help="run folder written by `vaelab train`")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")

@@ -6,7 +6,7 @@ import argparse
 from typing import cast
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("explore", help="explore a run's latent space in the browser",
                        description="Serve a local web page that shows the encoded test points "
                                    "and decodes the point under the pointer live. Binds to "

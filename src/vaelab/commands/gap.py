@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "gap", help="amortization and approximation gaps: encoder vs per-datapoint BBVI",
         description="For a test subset: the amortized ELBO, the ELBO after black-box VI "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from vaelab.viz.figures import KINDS
 
     p = sub.add_parser("plot", help="draw a run's pictures: posterior scatter, prior grid, "

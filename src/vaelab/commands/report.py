@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", help="write a self-contained HTML report of a run",
                        description="Write report.html: config, test numbers, metrics per "
                                    "epoch, every picture (embedded), the evaluation JSON. "

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a VAE (default: MNIST, a few minutes on a CPU)",
                        description="Train a VAE and write a run folder: config, checkpoints, "
                                    "metrics.jsonl, summary.json and pictures.")

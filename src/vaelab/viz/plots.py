@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+
+if TYPE_CHECKING:
+    from vaelab.models.vae import VAE
 
 
 class NotApplicable(ValueError):
@@ -60,12 +63,12 @@ def save_grid(images: torch.Tensor, path: Path, ncols: int, title: str = "") -> 
     return save_figure(fig, path)
 
 
-def plot_samples(model, path: Path, n: int = 64) -> Path:
+def plot_samples(model: VAE, path: Path, n: int = 64) -> Path:
     require_image(model.event_shape)
     return save_grid(model.sample(n), path, ncols=8, title="samples: E[x|z], z ~ p(z)")
 
 
-def plot_reconstructions(model, x: torch.Tensor, path: Path, n: int = 16) -> Path:
+def plot_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -> Path:
     """Rows of originals over their reconstructions."""
     require_image(model.event_shape)
     x = x[:n]
@@ -196,7 +199,7 @@ def _tick(v: float) -> str:
     return f"{0.0 if abs(v) < 5e-3 else v:.2f}"  # no "-0.00"
 
 
-def plot_prior_grid(model, path: Path, values: torch.Tensor, codes: torch.Tensor,
+def plot_prior_grid(model: VAE, path: Path, values: torch.Tensor, codes: torch.Tensor,
                     axis_labels: tuple[str, str], title: str) -> Path:
     """Decoded E[x|z] on a grid of codes (rows of ``values.numel()``), axes labelled in z."""
     from vaelab.models.latent_space import decode_flat
@@ -224,7 +227,7 @@ def plot_prior_grid(model, path: Path, values: torch.Tensor, codes: torch.Tensor
     return save_figure(fig, path)
 
 
-def plot_interpolation(model, x: torch.Tensor, path: Path, pairs: int = 3, steps: int = 10,
+def plot_interpolation(model: VAE, x: torch.Tensor, path: Path, pairs: int = 3, steps: int = 10,
                        modes: tuple[str, ...] = ("linear", "slerp")) -> Path:
     """Rows: a test image, the decoded path between its code and the next image's, that image.
 
@@ -276,7 +279,7 @@ def plot_kl_per_dimension(values: torch.Tensor, stderr: torch.Tensor, kind: str,
     return save_figure(fig, path)
 
 
-def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
+def plot_class_sweep(model: VAE, path: Path, variable: int = 0, rows: int = 8,
                      seed: int = 0) -> Path:
     """One categorical variable swept through its C classes, the others held fixed.
 
@@ -311,7 +314,7 @@ def plot_class_sweep(model, path: Path, variable: int = 0, rows: int = 8,
 
 
 @torch.no_grad()
-def plot_latent_2d(model, x: torch.Tensor, path: Path,
+def plot_latent_2d(model: VAE, x: torch.Tensor, path: Path,
                    labels: torch.Tensor | None = None) -> Path:
     """Posterior means of ``x`` in a 2-D latent space with the prior's components drawn as
     2-sigma ellipses (darker = heavier weight); NotApplicable unless the latent is 2-D."""
