@@ -55,6 +55,13 @@ def test_train_writes_a_complete_run_and_eval_reads_it(tmp_path, data, capsys):
     printed = capsys.readouterr().out
     assert "valid ELBO:" in printed and "valid NLL:" in printed and "K=16" in printed
     assert "active units:" in printed and "KL per dimension" in printed
+    for bad in ("0", "-1"):  # not "all but the last point", not a torch error
+        assert main(["eval", str(out), "--limit", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"vaelab eval: error: --limit {bad}: must be an integer >= 1 (the first "
+                       "N points of the split); leave it out to evaluate the whole split")
+    assert main(["eval", str(out), "--limit", "3", "--json", "--iw-samples", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 3
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, data, capsys):

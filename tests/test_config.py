@@ -23,9 +23,9 @@ def test_unknown_key_suggests_the_closest_one():
 
 
 def test_wrong_type_names_the_key():
-    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+    with pytest.raises(ConfigError, match=r"train.epochs=1.5: must be an integer >= 1"):
         load_config(None, ["train.epochs=1.5"])
-    with pytest.raises(ConfigError, match="model.hidden must be a list"):
+    with pytest.raises(ConfigError, match=r"model.hidden=5: must be a list"):
         load_config(None, ["model.hidden=5"])
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("epochs")

@@ -28,6 +28,7 @@ from vaelab.build import (
     check_estimator,
     count_parameters,
     evaluation_kl,
+    validate,
 )
 from vaelab.config import Config, ConfigError
 from vaelab.data import (
@@ -82,6 +83,9 @@ class Run:
 
     def evaluate(self, split: str = "test", *, iw_samples: int | None = None,
                  progress: bool = False, limit: int | None = None) -> dict[str, Any]:
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ValueError(f"limit={limit!r}: must be an integer >= 1 (the first N points)")
         x = self.data(split)
         if limit is not None:
             x = x[:limit]
@@ -195,6 +199,11 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
     """
     if resume is not None:
         config = RunDir.existing(resume).read_config()
+        # the run's own config, as saved; train.init_from served only its first start
+        validate(dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                       init_from="")))
+    else:
+        validate(config)  # every config check, before any data is loaded or file written
     # malloc is left alone here: tuning it is process-wide, so only the CLI opts in
     # (training/heap.py); a library user may call keep_freed_memory() first
     ctx = distributed.setup(config.train.device)
@@ -434,9 +443,6 @@ def posterior_snapshots(config: Config, run_dir: RunDir):
         return None
     from vaelab.viz.snapshots import PosteriorSnapshots
 
-    if config.train.snapshot_points < 1:
-        raise ConfigError(f"train.snapshot_points must be at least 1 when "
-                          f"train.snapshot_every > 0, got {config.train.snapshot_points}")
     data = load_split(config, eval_split(config))
     n = config.train.snapshot_points
     return PosteriorSnapshots(run_dir.path, prepare_eval_x(config, data)[:n],
@@ -449,13 +455,8 @@ def grad_variance_hook(config: Config, model: VAE, objective, dynamic: bool):
     ``train.grad_variance_every`` steps on the current batch (None when off). It runs on a
     forked RNG, so training follows the same random stream with or without it."""
     every, draws = config.train.grad_variance_every, config.train.grad_variance_draws
-    if every < 0:
-        raise ConfigError(f"train.grad_variance_every must be >= 0 (0 = off), got {every}")
     if every == 0:
         return None
-    if draws < 2:
-        raise ConfigError(f"train.grad_variance_draws must be at least 2 to estimate a "
-                          f"variance, got {draws}")
     from vaelab.evaluation.gradients import measure, variance_record
 
     def hook(trainer: Trainer, batch: torch.Tensor, progress: Progress):

@@ -1,4 +1,11 @@
-"""The one place where config strings become objects: model, objective, data checks."""
+"""The one place where config strings become objects, and where a config is checked.
+
+``validate(config)`` is every check a config can fail without data: each field against its
+declared valid values (``config.check_fields``), then the rules between fields, found by
+building the parts that need no data (the q(z|x) family, the prior's kind, the objective with
+its estimator, baseline and temperature schedule, the inference mode). ``fit`` and every
+command call it before loading data or writing a file.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +20,15 @@ from torch import nn
 from torch.distributions import Independent
 
 from vaelab import rng
-from vaelab.config import ConfigError, ModelConfig, ObjectiveConfig
-from vaelab.inference.baselines import BASELINES, build_baseline
+from vaelab.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    ObjectiveConfig,
+    check_fields,
+    check_section,
+)
+from vaelab.inference.baselines import build_baseline
 from vaelab.inference.estimators import (
     ESTIMATORS,
     Estimator,
@@ -37,8 +51,8 @@ from vaelab.models.custom import (
     import_module_path,
     is_import_path,
 )
-from vaelab.models.hierarchical import INFERENCE, TOP_DOWN, HierarchicalVAE
-from vaelab.models.latents import FAMILIES, DiagonalGaussian, LatentFamily
+from vaelab.models.hierarchical import HierarchicalVAE
+from vaelab.models.latents import FAMILIES, MIN_SCALE, DiagonalGaussian, LatentFamily
 from vaelab.models.likelihoods import (
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
@@ -57,19 +71,41 @@ from vaelab.models.vae import VAE
 from vaelab.schedules import Progress, TemperatureSchedule, kl_weight
 
 
-def _choice(value: str, options, key: str) -> None:
-    if value not in options:
-        raise ConfigError(f"{key}='{value}' is not known; choose one of {', '.join(options)}")
+def validate(config: Config) -> Config:
+    """Raise ConfigError (one line: the key(s), the value(s), what to do) unless every field
+    is within its declared range and the fields fit together; returns ``config``.
+
+    Needs no data and writes nothing, so it runs first (``fit``, the CLI); the checks that
+    need the data (its shape and value range, the split sizes) or the processes (world size,
+    CUDA) are made where those are known, still before any file is written.
+    """
+    check_fields(config, on_disk=True)
+    m = config.model
+    if len(check_latent_layers(m)) > 1:
+        check_layered_objective(config.objective, m.inference,
+                                resolve_estimator(config.objective, discrete=False))
+    posterior = build_posterior(m)
+    check_prior_fits_posterior(m, resolve_prior(m, posterior), posterior)
+    if m.likelihood == "gaussian" and m.likelihood_variance in ("shared", "pixel") \
+            and m.likelihood_std <= 2 * MIN_SCALE:
+        raise ConfigError(f"model.likelihood_std={m.likelihood_std:g} with a learned "
+                          f"variance ({m.likelihood_variance}) must exceed {2 * MIN_SCALE:g}, "
+                          "the scale floor; raise it (the learned std starts there)")
+    if "conv" in (m.encoder, m.decoder) and not m.channels:
+        raise ConfigError("model.channels=[]: a conv encoder or decoder needs at least one "
+                          "layer, e.g. model.channels=[32, 64]")
+    build_objective(config.objective, event_shape=(1,), discrete=posterior.discrete,
+                    fused=False)
+    check_estimator_family(config.objective, posterior)
+    from vaelab.inference.modes import check_mode  # the mode's own rules, data size aside
+
+    check_mode(config, n_train=0)
+    return config
 
 
 def build_posterior(cfg: ModelConfig) -> LatentFamily:
-    _choice(cfg.latent, FAMILIES, "model.latent")
-    if cfg.latent_dim < 1:
-        raise ConfigError(f"model.latent_dim must be at least 1, got {cfg.latent_dim}")
+    check_section(cfg, "model")
     if cfg.latent == "categorical":
-        if cfg.num_classes < 2:
-            raise ConfigError(f"model.num_classes must be at least 2 for categorical latents, "
-                              f"got {cfg.num_classes}; use model.latent=bernoulli for binary codes")
         return FAMILIES[cfg.latent](cfg.latent_dim, cfg.num_classes)
     return FAMILIES[cfg.latent](cfg.latent_dim)
 
@@ -105,11 +141,18 @@ def _vamp_init(k: int, event_shape: tuple[int, ...], data_mean: torch.Tensor | N
     return center.expand(k, *event_shape) + 0.05 * torch.randn(k, *event_shape)
 
 
+def resolve_prior(cfg: ModelConfig, posterior: LatentFamily) -> str:
+    """model.prior with auto resolved: normal for real-valued z, uniform for discrete z."""
+    if cfg.prior != "auto":
+        return cfg.prior
+    return "uniform" if posterior.discrete else "normal"
+
+
 def build_prior(cfg: ModelConfig, posterior: LatentFamily, encoder: nn.Module | None = None,
                 event_shape: tuple[int, ...] = (), data_mean: torch.Tensor | None = None,
                 data_x: torch.Tensor | None = None) -> nn.Module:
     """p(z); the vamp prior needs the encoder (built first) and the data's event shape."""
-    name = cfg.prior if cfg.prior != "auto" else "uniform" if posterior.discrete else "normal"
+    name = resolve_prior(cfg, posterior)
     priors = {"normal": lambda: StandardNormal(cfg.latent_dim),
               "mixture": lambda: MixtureOfGaussians(cfg.latent_dim, cfg.prior_components),
               # encoder=None is refused below, before any prior is built
@@ -117,11 +160,7 @@ def build_prior(cfg: ModelConfig, posterior: LatentFamily, encoder: nn.Module | 
                   cfg.prior_components, event_shape, data_mean, data_x)),
               "uniform": lambda: _discrete_prior(cfg, posterior, learned=False),
               "learned": lambda: _discrete_prior(cfg, posterior, learned=True)}
-    _choice(name, priors, "model.prior")
     check_prior_fits_posterior(cfg, name, posterior)
-    if name in ("mixture", "vamp") and cfg.prior_components < 1:
-        raise ConfigError(f"model.prior_components must be at least 1 for model.prior={name}, "
-                          f"got {cfg.prior_components}")
     if name == "vamp" and encoder is None:
         raise ValueError("the vamp prior is built from the encoder: pass encoder= to build_prior")
     return priors[name]()
@@ -149,7 +188,8 @@ def _network(key: str, name: str, kwargs: dict, given: nn.Module | None,
             return import_module_path(name, kwargs, key)
         except ContractError as err:
             raise ConfigError(str(err)) from None
-    _choice(name, BUILT_IN_NETWORKS, key)
+    if name not in BUILT_IN_NETWORKS:  # config.NetworkName admits these and import paths
+        raise ConfigError(f"{key}={name!r}: must be mlp, conv, or 'package.module:Class'")
     if kwargs:
         raise ConfigError(f"{key}_kwargs={kwargs} are for your own module; the built-in "
                           f"{key}={name} is set by model.hidden/channels/activation")
@@ -225,8 +265,7 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
         return cast(VAE, build_hierarchical(cfg, event_shape, data_mean))
     if layers:
         cfg = dataclasses.replace(cfg, latent_dim=layers[0], latent_layers=[])
-    _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")
-    posterior = build_posterior(cfg)
+    posterior = build_posterior(cfg)  # checks the section
     try:
         likelihood = build_likelihood(cfg.likelihood, event_shape,
                                       variance=cfg.likelihood_variance, std=cfg.likelihood_std)
@@ -246,14 +285,9 @@ def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
 
 def check_latent_layers(cfg: ModelConfig) -> list[int]:
     """model.latent_layers, model.inference and model.top_down checked; the layer sizes."""
+    check_section(cfg, "model")
     layers = list(cfg.latent_layers)
-    for i, size in enumerate(layers):
-        if size < 1:
-            raise ConfigError(f"model.latent_layers={layers}: layer {i + 1} has size {size}; "
-                              "every layer needs at least 1 unit (sizes from the bottom up)")
-    _choice(cfg.inference, INFERENCE, "model.inference")
-    _choice(cfg.top_down, TOP_DOWN, "model.top_down")
-    discrete = cfg.latent in FAMILIES and FAMILIES[cfg.latent].discrete
+    discrete = FAMILIES[cfg.latent].discrete
     if cfg.inference == "top-down" and discrete:
         raise ConfigError(f"model.inference=top-down combines Gaussian conditionals, but "
                           f"model.latent={cfg.latent} is discrete; use model.latent=gaussian "
@@ -278,7 +312,6 @@ def check_latent_layers(cfg: ModelConfig) -> list[int]:
 def build_hierarchical(cfg: ModelConfig, event_shape: tuple[int, ...],
                        data_mean: torch.Tensor | None = None) -> HierarchicalVAE:
     """The hierarchical VAE of ``model.latent_layers`` (models/hierarchical.py)."""
-    _choice(cfg.likelihood, LIKELIHOODS_ALL, "model.likelihood")
     sizes = list(cfg.latent_layers) or [cfg.latent_dim]
     classes = cfg.label_classes if cfg.conditional else 0
     try:
@@ -303,8 +336,6 @@ def build_hierarchical(cfg: ModelConfig, event_shape: tuple[int, ...],
         raise ConfigError(str(err)) from None
 
 
-LIKELIHOODS_ALL = ["bernoulli", "gaussian", "continuous-bernoulli", "logistic-256"]
-
 Objective = Callable[[VAE, torch.Tensor, Progress], ObjectiveOutput]
 
 
@@ -318,9 +349,6 @@ def resolve_estimator(cfg: ObjectiveConfig, discrete: bool = False) -> str:
 
 def temperature_schedule(cfg: ObjectiveConfig) -> TemperatureSchedule:
     """tau(step) of the relaxed estimators, from objective.temperature*."""
-    if not cfg.temperature > 0:
-        raise ConfigError(f"objective.temperature must be > 0, got {cfg.temperature}; "
-                          "the Gumbel-softmax relaxation divides by it (try 1.0)")
     try:
         return TemperatureSchedule(cfg.temperature, cfg.temperature_min, cfg.temperature_rate,
                                    cfg.temperature_every)
@@ -337,9 +365,6 @@ def evaluation_kl(cfg: ObjectiveConfig) -> str:
 def check_relaxation(cfg: ObjectiveConfig, estimator: Estimator) -> None:
     """Relaxed samples are not values of the discrete q and p: their log-probabilities (a
     Monte Carlo KL, IWAE weights) would be wrong, so these estimators need the analytic KL."""
-    if cfg.prior_temperature < 0:
-        raise ConfigError(f"objective.prior_temperature must be > 0 (or 0: the posterior's "
-                          f"temperature), got {cfg.prior_temperature}")
     if not isinstance(estimator, GumbelSoftmax):
         if cfg.kl == "relaxed":
             raise ConfigError(f"objective.kl=relaxed is the KL of the Concrete relaxation, "
@@ -363,9 +388,8 @@ def check_relaxation(cfg: ObjectiveConfig, estimator: Estimator) -> None:
 def build_estimator(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = None,
                     discrete: bool = False) -> Estimator:
     """The gradient estimator named by ``objective.estimator`` (with its baseline)."""
+    check_section(cfg, "objective")
     estimator_name = resolve_estimator(cfg, discrete)
-    _choice(estimator_name, ESTIMATORS, "objective.estimator")
-    _choice(cfg.baseline, BASELINES, "objective.baseline")
     if estimator_name == "score-function":
         return ScoreFunction(build_baseline(
             cfg.baseline, samples=cfg.samples, event_shape=event_shape,
@@ -382,24 +406,29 @@ def check_estimator(cfg: ObjectiveConfig, model: VAE) -> None:
     """Fail before training when the estimator cannot work with the model's q(z|x)."""
     estimator_name = resolve_estimator(cfg, model.posterior.discrete)
     if isinstance(model, HierarchicalVAE):
-        check_layered_objective(cfg, model, estimator_name)
+        check_layered_objective(cfg, model.inference, estimator_name)
+    check_estimator_family(cfg, model.posterior)
+
+
+def check_estimator_family(cfg: ObjectiveConfig, posterior: LatentFamily) -> None:
+    """objective.estimator=pathwise needs a q(z|x) family with rsample."""
+    estimator_name = resolve_estimator(cfg, posterior.discrete)
     if estimator_name != "pathwise":
         return
     with torch.no_grad():
-        q = model.posterior(torch.zeros(1, model.posterior.param_size))
+        q = posterior(torch.zeros(1, posterior.param_size))
     if not q.has_rsample:
         others = [name for name in ESTIMATORS if name != "pathwise"]
         base = q
         while isinstance(base, Independent):
             base = base.base_dist
         raise ConfigError(f"objective.estimator=pathwise needs a reparameterizable q(z|x), but "
-                          f"model.latent's q(z|x) ({type(model.posterior).__name__}: "
+                          f"model.latent's q(z|x) ({type(posterior).__name__}: "
                           f"{type(base).__name__}) has no rsample; set objective.estimator "
                           f"to one of {', '.join(others)}")
 
 
-def check_layered_objective(cfg: ObjectiveConfig, model: HierarchicalVAE,
-                            estimator_name: str) -> None:
+def check_layered_objective(cfg: ObjectiveConfig, inference: str, estimator_name: str) -> None:
     """What a hierarchical model can train with: pathwise gradients, and a closed-form KL
     only where every layer has one (top-down)."""
     if estimator_name != "pathwise":
@@ -409,7 +438,7 @@ def check_layered_objective(cfg: ObjectiveConfig, model: HierarchicalVAE,
     if cfg.kl not in ("auto", "analytic", "mc"):
         raise ConfigError(f"objective.kl={cfg.kl} does not apply to a hierarchical model; use "
                           "objective.kl=auto, analytic or mc")
-    if cfg.kl == "analytic" and model.inference == "bottom-up":
+    if cfg.kl == "analytic" and inference == "bottom-up":
         raise ConfigError("objective.kl=analytic with model.inference=bottom-up: p(z_l|z_{l+1}) "
                           "reads a draw made after z_l, so the lower layers' KL has no closed "
                           "form; use objective.kl=auto (closed form on top, Monte Carlo below)")
@@ -488,13 +517,7 @@ def build_objective(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = 
     is needed only by the nvil baseline, whose network reads x; ``discrete`` (the latent
     family's) picks the estimator for objective.estimator=auto; ``fused`` (train.fused)
     allows the fused ELBO where it applies."""
-    _choice(cfg.name, OBJECTIVES, "objective.name")
-    _choice(cfg.kl, ("auto", "analytic", "mc", "relaxed"), "objective.kl")
-    if cfg.samples < 1:
-        raise ConfigError(f"objective.samples must be at least 1, got {cfg.samples}")
-    if cfg.free_bits < 0 or cfg.free_bits_groups < 0:
-        raise ConfigError("objective.free_bits and objective.free_bits_groups must be >= 0, got "
-                          f"{cfg.free_bits} and {cfg.free_bits_groups}")
+    check_section(cfg, "objective")
     if cfg.free_bits > 0 and cfg.name != "elbo":
         raise ConfigError(f"objective.free_bits applies to the KL term of the elbo, which "
                           f"objective.name={cfg.name} has not; set objective.free_bits=0")

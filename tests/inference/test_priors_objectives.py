@@ -82,8 +82,8 @@ def test_free_bits_groups_reach_the_elbo():
 
 @pytest.mark.parametrize("kw,match", [
     (dict(name="iwae", samples=5, free_bits=0.5), "objective.free_bits applies to the KL"),
-    (dict(free_bits=-1.0), "must be >= 0"),
-    (dict(free_bits_groups=-2), "must be >= 0"),
+    (dict(free_bits=-1.0), "objective.free_bits=-1.0: must be a number >= 0"),
+    (dict(free_bits_groups=-2), "free_bits_groups=-2: must be an integer >= 0"),
 ])
 def test_bad_free_bits_settings_are_config_errors(kw, match):
     with pytest.raises(ConfigError, match=match):

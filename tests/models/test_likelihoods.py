@@ -190,3 +190,32 @@ def test_training_on_raw_8bit_data(tiny_data, tmp_path, likelihood):
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["objective_audit"]["output_range"]["status"] == "ok"
     assert ("bits_per_dim" in summary["test"]) is (likelihood == "logistic-256")
+
+
+@pytest.mark.parametrize("std", [0.1, 1e-3, 0.7, 3.0])
+def test_fixed_gaussian_std_is_exactly_the_configured_value(std):
+    """No softplus floor added: sigma is the configured number, to the last bit (in the
+    model's float32), and log p(x|z) is Normal(mu, std)'s own."""
+    lik = build_likelihood("gaussian", (3,), variance="fixed", std=std)
+    out = torch.randn(5, 1, 3)
+    px = lik(out)
+    assert torch.equal(px.base_dist.scale, torch.full((5, 3), std))
+    x = torch.randn(5, 3)
+    expected = torch.distributions.Normal(out.squeeze(1), torch.tensor(std)).log_prob(x).sum(-1)
+    assert torch.equal(px.log_prob(x), expected)
+    assert "std" not in lik.state_dict() and not list(lik.parameters())
+
+
+@pytest.mark.parametrize("variance", ["shared", "pixel"])
+def test_learned_gaussian_std_starts_at_the_configured_value(variance):
+    lik = build_likelihood("gaussian", (3,), variance=variance, std=0.1)
+    scale = lik(torch.zeros(2, 1, 3)).base_dist.scale
+    torch.testing.assert_close(scale, torch.full((2, 3), 0.1), rtol=1e-6, atol=0)
+
+
+def test_checkpoint_from_before_the_exact_std_still_loads():
+    """Older checkpoints hold the fixed std as a raw_std buffer; it is ignored (the config
+    gives the std)."""
+    lik = build_likelihood("gaussian", (3,), variance="fixed", std=0.1)
+    lik.load_state_dict({"raw_std": torch.tensor(-2.25)})
+    assert torch.equal(lik.std, torch.tensor(0.1))

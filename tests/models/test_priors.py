@@ -383,14 +383,14 @@ def test_iwae_bound_increases_with_k_for_a_full_covariance_posterior():
 # -- bad input ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(prior="mixture", prior_components=0), "model.prior_components must be at least 1"),
-    (dict(prior="vamp", prior_components=0), "model.prior_components must be at least 1"),
+    (dict(prior="mixture", prior_components=0), "prior_components=0: must be an integer >= 1"),
+    (dict(prior="vamp", prior_components=0), "prior_components=0: must be an integer >= 1"),
     (dict(latent="gaussian-full", prior="uniform"), "model.prior=uniform is a prior over "
                                                     "discrete codes"),
     (dict(latent="categorical", prior="mixture"), "model.prior=mixture is a prior over "
                                                   "real-valued z"),
     (dict(latent="bernoulli", prior="vamp"), "model.prior=vamp is a prior over real-valued z"),
-    (dict(prior="flat"), "model.prior='flat' is not known"),
+    (dict(prior="flat"), "model.prior='flat': must be one of 'auto'"),
 ], ids=["mixture-C0", "vamp-K0", "full-with-categorical-prior", "categorical-with-mixture",
         "bernoulli-with-vamp", "unknown"])
 def test_bad_prior_posterior_combinations_are_config_errors(kw, match):

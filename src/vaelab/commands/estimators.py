@@ -56,7 +56,7 @@ def _split_list(text: str | None) -> list[str] | None:
 def load_target(target: str, overrides: list[str], checkpoint: str):
     """(config, model, default out folder) from a run folder or a config file."""
     from vaelab.api import load_run
-    from vaelab.build import build_model
+    from vaelab.build import build_model, validate
     from vaelab.config import load_config
     from vaelab.data.prepare import load_split
 
@@ -66,7 +66,7 @@ def load_target(target: str, overrides: list[str], checkpoint: str):
             raise ValueError("--set applies to a CONFIG; a run is measured with its own config")
         run_ = load_run(path, checkpoint=checkpoint)
         return run_.config, run_.model, path / "estimators"
-    config = load_config(path, overrides)
+    config = validate(load_config(path, overrides))
     torch_seed(config.train.seed)
     train = load_split(config, config.data.train_split)
     model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),

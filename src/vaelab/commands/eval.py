@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--iw-samples", "-k", type=int, default=None,
                    help="importance samples K for log p(x) (default: the run's eval.iw_samples;"
                         " 0 skips it)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N points")
+    p.add_argument("--limit", type=int, default=None,
+                   help="evaluate only the first N points (N >= 1)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -24,6 +25,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.iw_samples is not None and args.iw_samples < 0:
         raise ValueError(f"--iw-samples must be >= 0, got {args.iw_samples}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: must be an integer >= 1 (the first N points "
+                         "of the split); leave it out to evaluate the whole split")
     run_ = load_run(args.run, checkpoint=args.checkpoint)
     report = run_.evaluate(args.split, iw_samples=args.iw_samples, progress=not args.json,
                            limit=args.limit)

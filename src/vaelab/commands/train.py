@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def launch(args: argparse.Namespace) -> int:
     """Run this same command in ``args.nproc`` processes under PyTorch's launcher."""
     from vaelab.api import default_run_name
+    from vaelab.build import validate
     from vaelab.config import load_config
 
     if args.nproc < 1:
@@ -41,8 +42,9 @@ def launch(args: argparse.Namespace) -> int:
     if "TORCHELASTIC_RUN_ID" in os.environ:
         raise ValueError("--nproc launches torchrun itself; under torchrun, drop --nproc")
     out = args.out
-    if not args.resume and not out:  # all ranks must name the same folder
-        out = default_run_name(load_config(args.config, args.overrides))
+    if not args.resume:  # fail here, not in N processes
+        config = validate(load_config(args.config, args.overrides))
+        out = out or default_run_name(config)  # all ranks must name the same folder
     forwarded = [*(["--config", args.config] if args.config else []),
                  *(a for o in args.overrides for a in ("--set", o)),
                  *(["--out", out] if out else []),

@@ -7,7 +7,7 @@ training (a Bernoulli on pixel values in [0, 255] is a silent bug otherwise).
 
 from __future__ import annotations
 
-import math
+import typing
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,9 @@ from torch.distributions import (
     Normal,
 )
 
+from vaelab.config import LikelihoodName
 from vaelab.models.discretized import DiscretizedLogistic
-from vaelab.models.latents import positive
+from vaelab.models.latents import MIN_SCALE, inverse_positive, positive
 
 
 class Likelihood(nn.Module):
@@ -71,7 +72,11 @@ class BernoulliLikelihood(Likelihood):
 
 class GaussianLikelihood(Likelihood):
     """p(x|z) = N(x; mu(z), sigma^2) with sigma fixed, learned (shared or per element), or
-    predicted by the decoder (``variance="output"``, then k=2)."""
+    predicted by the decoder (``variance="output"``, then k=2).
+
+    A fixed sigma is exactly ``std`` (a buffer, not through the softplus and its floor);
+    learned ones start at ``std`` (``latents.inverse_positive``, so the floor is allowed for).
+    """
 
     name = "gaussian"
 
@@ -85,10 +90,14 @@ class GaussianLikelihood(Likelihood):
             raise ValueError(f"model.likelihood_std must be positive, got {std}")
         self.variance = variance
         self.params_per_element = 2 if variance == "output" else 1
-        raw = math.log(math.expm1(std))  # inverse softplus: starts at the configured std
-        if variance == "fixed":
-            self.register_buffer("raw_std", torch.tensor(raw))
-        elif variance == "shared":
+        if variance == "fixed":  # from the config, not trained: not in the state dict
+            self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+            return
+        if std <= MIN_SCALE:
+            raise ValueError(f"model.likelihood_std={std:g} must exceed the scale floor "
+                             f"{MIN_SCALE:g} when the variance is learned")
+        raw = inverse_positive(std)  # positive(raw) == std (to rounding)
+        if variance == "shared":
             self.raw_std = nn.Parameter(torch.tensor(raw))
         elif variance == "pixel":
             self.raw_std = nn.Parameter(torch.full(self.event_shape, raw))
@@ -103,9 +112,20 @@ class GaussianLikelihood(Likelihood):
         dim = -len(self.event_shape) - 1
         if self.variance == "output":
             loc, raw = out.unbind(dim)
+            scale = positive(raw)
+        elif self.variance == "fixed":
+            loc = out.squeeze(dim)
+            scale = self.std.to(loc.dtype)
         else:
-            loc, raw = out.squeeze(dim), self.raw_std
-        return self._independent(Normal(loc, positive(raw).expand_as(loc), validate_args=False))
+            loc = out.squeeze(dim)
+            scale = positive(self.raw_std)
+        return self._independent(Normal(loc, scale.expand_as(loc), validate_args=False))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints before the exact fixed std stored it as raw_std: it is the config's
+        if self.variance == "fixed":
+            state_dict.pop(prefix + "raw_std", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class ContinuousBernoulliLikelihood(Likelihood):
@@ -154,4 +174,4 @@ def build_likelihood(name: str, event_shape: tuple[int, ...], *, variance: str =
     raise ValueError(f"unknown model.likelihood '{name}'; choose one of {', '.join(LIKELIHOODS)}")
 
 
-LIKELIHOODS = ["bernoulli", "gaussian", "continuous-bernoulli", "logistic-256"]
+LIKELIHOODS = list(typing.get_args(LikelihoodName))  # the names config.py declares
