@@ -133,8 +133,11 @@ def test_measurement_does_not_change_training(tmp_path, data):
 
 
 def test_bad_grad_variance_settings_are_config_errors(tmp_path, data):
-    config = tiny_config(data, "train.grad_variance_every=1", "train.grad_variance_draws=1")
-    with pytest.raises(ConfigError, match="train.grad_variance_draws"):
+    with pytest.raises(ConfigError, match="train.grad_variance_draws=1: must be an integer >= 2"):
+        tiny_config(data, "train.grad_variance_every=1", "train.grad_variance_draws=1")
+    config = tiny_config(data, "train.grad_variance_every=1")
+    config.train.grad_variance_draws = 1  # set in Python: fit checks it before anything
+    with pytest.raises(ConfigError, match="train.grad_variance_draws=1: must be"):
         fit(config, out=tmp_path / "run", pictures=False)
     assert not (tmp_path / "run").exists()
 

@@ -25,11 +25,11 @@ from vaelab.config import ModelConfig
 from vaelab.evaluation.evaluate import evaluate, importance_log_likelihood
 from vaelab.inference.layered import layered_elbo, log_weights
 from vaelab.models.hierarchical import HierarchicalVAE
-from vaelab.models.latents import MIN_SCALE, inverse_positive
+from vaelab.models.latents import inverse_positive
 
 D, D1, D2 = 4, 2, 1
 S_CONFIG, S1 = 1.0, 0.3  # std of x | z_1 (as configured) and of z_1 | z_2
-S = S_CONFIG + MIN_SCALE  # the fixed likelihood std as built: softplus(raw) + the floor
+S = S_CONFIG  # the fixed likelihood std is exactly the configured one
 A = torch.tensor([[1.5], [1.5]], dtype=torch.double)  # (D1, D2): correlates z_1's units
 a = torch.tensor([0.3, -0.2], dtype=torch.double)
 b = torch.tensor([0.5, -1.0, 0.0, 2.0], dtype=torch.double)

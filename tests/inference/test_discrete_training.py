@@ -115,13 +115,13 @@ def test_objective_sets_the_scheduled_temperature_each_step():
 
 
 @pytest.mark.parametrize(("section", "key", "value", "match"), [
-    ("objective", "temperature", 0.0, "objective.temperature must be > 0"),
-    ("objective", "temperature", -0.5, "objective.temperature must be > 0"),
-    ("objective", "temperature_min", 0.0, "tau_min must be > 0"),
-    ("objective", "temperature_every", 0, "interval must be >= 1"),
+    ("objective", "temperature", 0.0, "objective.temperature=0.0: must be a number > 0"),
+    ("objective", "temperature", -0.5, "objective.temperature=-0.5: must be a number > 0"),
+    ("objective", "temperature_min", 0.0, "objective.temperature_min=0.0: must be a number > 0"),
+    ("objective", "temperature_every", 0, "objective.temperature_every=0: must be an integer >= 1"),
     ("objective", "kl", "mc", "objective.kl=mc with objective.estimator=gumbel-softmax"),
     ("objective", "name", "iwae", "objective.name=iwae with objective.estimator="),
-    ("model", "num_classes", 1, "model.num_classes must be at least 2"),
+    ("model", "num_classes", 1, "model.num_classes=1: must be an integer >= 2"),
     ("model", "prior", "normal", "model.prior=normal is a prior over real-valued z"),
     ("model", "prior", "mixture", "model.prior=mixture is a prior over real-valued z"),
 ])
@@ -252,7 +252,7 @@ def test_init_from_a_different_model_or_no_run_fails_before_writing(tiny_npz, tm
     with pytest.raises(RunError, match="do not fit this model.*same \\[model\\] section"):
         fit(cfg, out=tmp_path / "second", pictures=False)
     cfg.train.init_from = str(tmp_path / "nowhere")
-    with pytest.raises(RunError, match="not a vaelab run folder"):
+    with pytest.raises(ConfigError, match="nowhere': must be '' or a vaelab run folder"):
         fit(cfg, out=tmp_path / "second", pictures=False)
     assert not (tmp_path / "second").exists()
 

@@ -126,7 +126,7 @@ def model_cfg(**kw) -> ModelConfig:
 @pytest.mark.parametrize("setting, match", [
     (dict(estimator="score-function"), "objective.kl=relaxed is the KL of the Concrete"),
     (dict(free_bits=0.1), "objective.free_bits needs the closed-form KL"),
-    (dict(prior_temperature=-1.0), "objective.prior_temperature must be > 0"),
+    (dict(prior_temperature=-1.0), "objective.prior_temperature=-1.0: must be a number >= 0"),
 ])
 def test_bad_relaxed_kl_configs_name_the_fix(setting, match):
     cfg = Config()

@@ -175,10 +175,12 @@ def test_iwae_trains_a_hierarchy():
 
 
 @pytest.mark.parametrize("setting,match", [
-    (["model.latent_layers=[64,0]"], r"model.latent_layers=\[64, 0\]: layer 2 has size 0"),
+    (["model.latent_layers=[64,0]"],
+     r"model.latent_layers=\[64, 0\]: must be a list like \[512, 256\] of items each an integer"),
     (["model.inference=top-down", "model.latent=categorical"],
      "model.inference=top-down combines Gaussian conditionals, but model.latent=categorical"),
-    (["model.inference=sideways"], "model.inference='sideways' is not known"),
+    (["model.inference=sideways"],
+     "model.inference='sideways': must be one of 'bottom-up', 'top-down'"),
     (["model.latent_layers=[4,2]", "model.latent=bernoulli"], "stacks diagonal Gaussian"),
     (["model.latent_layers=[4,2]", "objective.estimator=score-function"],
      "train with pathwise gradients"),
