@@ -392,7 +392,7 @@ def invalid_examples(hint: Any) -> list[Any]:
 def section_name(section: Any) -> str:
     """'train' for a TrainConfig, etc."""
     for f in dataclasses.fields(Config):
-        if f.default_factory is type(section):  # type: ignore[comparison-overlap]
+        if f.default_factory is type(section):
             return f.name
     raise TypeError(f"{type(section).__name__} is not a section of Config")
 

@@ -115,7 +115,9 @@ class GaussianLikelihood(Likelihood):
             scale = positive(raw)
         elif self.variance == "fixed":
             loc = out.squeeze(dim)
-            scale = self.std.to(loc.dtype)
+            std = self.std
+            assert isinstance(std, torch.Tensor)
+            scale = std.to(loc.dtype)
         else:
             loc = out.squeeze(dim)
             scale = positive(self.raw_std)
