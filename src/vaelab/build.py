@@ -81,7 +81,8 @@ def validate(config: Config) -> Config:
     """
     check_fields(config, on_disk=True)
     m = config.model
-    if len(check_latent_layers(m)) > 1:
+    # model.label_classes=0 is read from the training labels later (api.fit)
+    if len(check_latent_layers(dataclasses.replace(m, label_classes=m.label_classes or 2))) > 1:
         check_layered_objective(config.objective, m.inference,
                                 resolve_estimator(config.objective, discrete=False))
     posterior = build_posterior(m)
