@@ -76,6 +76,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, data, capsys):
 
 
 def error_of(capsys, argv) -> str:
+    capsys.readouterr()  # drop what earlier commands printed (their epoch lines)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

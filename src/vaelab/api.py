@@ -357,9 +357,24 @@ def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
     # the objective may train parameters of its own (a score-function baseline)
     return Trainer(config.train, nn.ModuleList([model, objective]), step_fn,
                    validate_fn=validate_fn if validates else None,
+                   score_key="val_bound", bar_term="bound", epoch_line=epoch_line,
                    on_epoch_end=on_epoch_end, save_checkpoint=checkpoint,
                    on_step_end=setup.step_hook,
                    with_indices=mode is not None and mode.with_indices)
+
+
+def epoch_line(record: dict[str, Any]) -> str:
+    """A VAE epoch's log line: the bound with its reconstruction and KL terms, for the
+    training and validation splits, throughput and training time so far."""
+    parts = []
+    for split, prefix in (("train", "train_"), ("valid", "val_")):
+        if f"{prefix}bound" in record:
+            part = f"{split} bound {record[f'{prefix}bound']:.2f}"
+            if f"{prefix}rec" in record and f"{prefix}kl" in record:
+                part += f" (rec {record[f'{prefix}rec']:.2f}, KL {record[f'{prefix}kl']:.2f})"
+            parts.append(part)
+    parts += [f"{record['images_per_sec']:.0f} images/s", f"{record['wall_time']:.1f} s"]
+    return ", ".join(parts)
 
 
 def _restore(setup: _Setup, trainer: Trainer, run_dir: RunDir, ctx: distributed.Context) -> None:

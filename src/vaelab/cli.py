@@ -15,10 +15,21 @@ COMMANDS = ["train", "eval", "data", "plot", "report", "explore", "gap", "estima
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaelab", description="Variational autoencoders: train, evaluate, look inside.")
+    add_verbosity(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"vaelab.commands.{name}").register(sub)
+    for command in sub.choices.values():  # `vaelab -q train` and `vaelab train -q` alike
+        add_verbosity(command, argparse.SUPPRESS)
     return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", "-q", action="store_true", default=default,
+                       help="only warnings and errors: no progress bars, no epoch lines")
+    group.add_argument("--verbose", "-v", action="store_true", default=default,
+                       help="also debug lines (the explorer: every request)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from vaelab import console
     from vaelab.training.heap import keep_freed_memory
 
     keep_freed_memory()  # every command: training and evaluation re-allocate big buffers
+    console.configure(int(getattr(args, "verbose", False)) - int(getattr(args, "quiet", False)))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -41,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"vaelab {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        console.unconfigure()
 
 
 if __name__ == "__main__":

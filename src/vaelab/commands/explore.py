@@ -19,7 +19,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--points", type=int, default=1000, help="test points shown (default 1000)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    p.add_argument("--verbose", action="store_true", help="log every request")
     p.set_defaults(func=run)
 
 
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         models.append(LoadedModel(name, load_run(path, checkpoint=args.checkpoint),
                                   points=args.points))
     server = make_server(Explorer(models), args.host, args.port)
-    server.verbose = args.verbose
+    server.verbose = getattr(args, "verbose", False)  # the global --verbose: every request
     host, port = cast(tuple[str, int], server.server_address[:2])  # an AF_INET(6) server
     shown = "127.0.0.1" if host in ("127.0.0.1", "0.0.0.0") else host
     url = f"http://{shown}:{port}/"

@@ -12,8 +12,8 @@ import math
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from vaelab import console
 from vaelab.evaluation import layered
 from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
 from vaelab.models.hierarchical import HierarchicalVAE
@@ -71,8 +71,8 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
                                                  batch_size=batch_size,
                                                  sample_chunk=sample_chunk, progress=progress)
     results = []
-    bar = tqdm(total=x.shape[0], desc=f"log p(x), K={samples}", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = console.progress(x.shape[0], f"log p(x), K={samples}", enabled=progress,
+                           log_lines=True)
     for xb in _batches(x, batch_size):
         q = model.encode(xb)
         prior = model.prior()

@@ -298,14 +298,14 @@ def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *, ste
     """``refine`` over all of x in chunks of ``batch_size`` (exact: datapoints are
     independent); returns params (N, P) and trace (steps + 1, N). ``samples``: see
     ``bbvi_samples``."""
-    from tqdm.auto import tqdm
+    from vaelab.console import progress as progress_bar
 
     samples = bbvi_samples(check_table_family(model.posterior), samples)
     start = init if isinstance(init, torch.Tensor) else \
         initial_params(model, x, init, batch_size=batch_size)
     params, traces = [], []
-    bar = tqdm(total=x.shape[0], desc=f"refining ({steps} steps)", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = progress_bar(x.shape[0], f"refining ({steps} steps)", enabled=progress,
+                       log_lines=True)
     for i in range(0, x.shape[0], batch_size):
         res = refine(model, x[i:i + batch_size], start[i:i + batch_size], steps=steps, lr=lr,
                      lr_final=lr_final, samples=samples, objective=objective)

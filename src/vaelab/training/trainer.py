@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from vaelab import console
 from vaelab.config import ConfigError, TrainConfig
 from vaelab.data import iterate_minibatches
 from vaelab.models.torch_private import scale_, tensor_norms
@@ -36,6 +36,17 @@ StepFn = Callable[[torch.Tensor, Progress], tuple[torch.Tensor, dict[str, torch.
 # step functions that keep per-datapoint state (inference.PerDatapointParams)
 # called after each optimizer step with (trainer, batch, progress); may return a record
 StepHook = Callable[["Trainer", torch.Tensor, Progress], "dict[str, Any] | None"]
+# turns an epoch's record into the text of its log line (after "epoch N/M: ")
+EpochLine = Callable[[dict[str, Any]], str]
+
+
+def describe_epoch(record: dict[str, Any]) -> str:
+    """The default epoch line: every train_/val_ number, throughput and elapsed time."""
+    skip = {"train_seconds"}
+    terms = [f"{k} {v:.4g}" for k, v in record.items() if k.startswith(("train_", "val_"))
+             and k not in skip and isinstance(v, int | float)]
+    return ", ".join([*terms, f"{record['images_per_sec']:.0f} images/s",
+                      f"{record['wall_time']:.1f} s"])
 
 
 class TrainingDiverged(RuntimeError):
@@ -102,7 +113,8 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, module: nn.Module, step_fn: StepFn, *,
                  validate_fn: Callable[[], dict[str, float]] | None = None,
-                 score_key: str = "val_bound",
+                 score_key: str | None = None, bar_term: str | None = None,
+                 epoch_line: EpochLine = describe_epoch,
                  on_epoch_end: Callable[[Trainer, dict[str, Any]], None] | None = None,
                  save_checkpoint: Callable[[Trainer, bool], None] | None = None,
                  on_step_end: StepHook | None = None, with_indices: bool = False):
@@ -110,7 +122,9 @@ class Trainer:
         self.module = module
         self.step_fn = step_fn
         self.validate_fn = validate_fn
-        self.score_key = score_key
+        self.score_key = score_key  # validation key to maximise for best.pt (None: latest)
+        self.bar_term = bar_term  # step term whose running mean the progress bar shows
+        self.epoch_line = epoch_line
         self.on_epoch_end = on_epoch_end
         self.save_checkpoint = save_checkpoint
         self.on_step_end = on_step_end  # its non-empty returns go to record["step_records"]
@@ -181,7 +195,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.state.bad_steps += 1
         if self.ctx.is_main:
-            tqdm.write(f"warning: {message}; step skipped")
+            console.LOGGER.warning(f"{message}; step skipped")
         if self.state.bad_steps >= self.cfg.max_bad_steps:
             raise TrainingDiverged(
                 f"{self.state.bad_steps} non-finite steps in a row, last: {message}; "
@@ -202,7 +216,8 @@ class Trainer:
             self.stop_reason = distributed.broadcast_object(self.stop_reason)  # rank 0 decides
             if self.stop_reason:
                 if self.ctx.is_main:
-                    tqdm.write(f"stopping after epoch {record['epoch']}: {self.stop_reason}")
+                    console.LOGGER.info(f"stopping after epoch {record['epoch']}: "
+                                        f"{self.stop_reason}")
                 break
         return self.state
 
@@ -236,9 +251,9 @@ class Trainer:
         sums = st.epoch_sums
         hook_seconds = 0.0
         start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, initial=st.batch, desc=f"epoch {epoch + 1}/{epochs}",
-                   leave=False, disable=not (self.cfg.progress and self.ctx.is_main),
-                   dynamic_ncols=True)
+        # a bar on a terminal only: the epoch's log line says the rest (console.py)
+        bar = console.progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", initial=st.batch,
+                               enabled=self.cfg.progress and self.ctx.is_main)
         batches = iterate_minibatches(train_x, self.cfg.batch_size, generator=self.generator,
                                       start=st.batch, return_indices=self.with_indices)
         every = self.cfg.checkpoint_every_steps
@@ -261,8 +276,9 @@ class Trainer:
                 for key, value in terms.items():
                     total = value.detach().sum()
                     sums[key] = sums[key] + total if key in sums else total
-                if i % 25 == 0 and "bound" in sums:
-                    bar.set_postfix(elbo=f"{sums['bound'].item() / st.epoch_seen:.2f}")
+                if i % 25 == 0 and self.bar_term in sums:
+                    mean = sums[self.bar_term].item() / st.epoch_seen
+                    bar.set_postfix({self.bar_term: f"{mean:.2f}"})
             if every > 0 and local is not None and st.step % every == 0 \
                     and st.batch < steps_per_epoch:  # the epoch's end checkpoints anyway
                 now = time.perf_counter()
@@ -296,9 +312,11 @@ class Trainer:
         if improved:
             st.best = record[self.score_key]
         st.history.append(record)
+        if self.ctx.is_main:
+            console.LOGGER.info(f"epoch {st.epoch}/{epochs}: {self.epoch_line(record)}")
         if self.on_epoch_end is not None and self.ctx.is_main:
             self.on_epoch_end(self, record)
-        self._checkpoint(improved or self.validate_fn is None)
+        self._checkpoint(improved or self.validate_fn is None or self.score_key is None)
         return record
 
     def _reduce_sums(self, sums: dict[str, torch.Tensor], seen: int
