@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lower layers first. A module may import modules of its own layer or of lower ones.
 LAYERS: list[tuple[str, ...]] = [
-    ("vaelab.config",),
+    ("vaelab.config", "vaelab.console"),
     ("vaelab.data",),
     ("vaelab.rng", "vaelab.schedules", "vaelab.models"),
     ("vaelab.inference",),
