@@ -50,11 +50,13 @@ from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and
 from vaelab.evaluation.layered import active_units_record
 from vaelab.models.custom import class_path, is_import_path
 from vaelab.models.hierarchical import HierarchicalVAE
+from vaelab.models.latent_space import model_device
 from vaelab.models.vae import VAE
-from vaelab.rng import seed_everything
+from vaelab.rng import seed_everything, seeded
 from vaelab.schedules import Progress
 from vaelab.summary import summarize
 from vaelab.training import distributed
+from vaelab.training.distributed import pick_device
 from vaelab.training.runs import (
     RunDir,
     RunError,
@@ -81,27 +83,45 @@ class Run:
         data = load_split(self.config, split)
         return with_labels(self.config, data, prepare_eval_x(self.config, data))
 
-    def evaluate(self, split: str = "test", *, iw_samples: int | None = None,
-                 progress: bool = False, limit: int | None = None) -> dict[str, Any]:
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
-            raise ValueError(f"limit={limit!r}: must be an integer >= 1 (the first N points)")
-        x = self.data(split)
-        if limit is not None:
-            x = x[:limit]
-        ev = self.config.eval
-        model, note = self.model, None
-        if self.config.train.inference == "mean-field":  # no encoder: BBVI for each point
-            from vaelab.inference.refine import BBVI_LR, BBVI_LR_FINAL, fit_posteriors
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives: ``train.device``, or ``load_run(device=...)``."""
+        return model_device(self.model)
 
-            model = fit_posteriors(self.model, x, steps=ev.refine_steps, progress=progress)
-            note = (f"q(z|x) per datapoint by BBVI from the prior: {ev.refine_steps} Adam "
-                    f"steps, lr {BBVI_LR} -> {BBVI_LR_FINAL} (cosine)")
-        report = evaluate(model, x, iw_samples=ev.iw_samples if iw_samples is None
-                          else iw_samples, batch_size=ev.batch_size,
-                          sample_chunk=ev.sample_chunk, active_threshold=ev.active_threshold,
-                          kl=evaluation_kl(self.config.objective), progress=progress)
+    def evaluate(self, split: str = "test", *, iw_samples: int | None = None,
+                 progress: bool = True, limit: int | None = None,
+                 seed: int | None = None) -> dict[str, Any]:
+        """The evaluation report of ``split`` (as ``vaelab eval --json``).
+
+        ``limit`` (default ``eval.limit``; 0 = all) evaluates the first points only;
+        ``seed`` (default ``eval.seed``) fixes every draw, so the same call gives the same
+        digits; ``progress`` draws a bar on a terminal, log lines elsewhere.
+        """
+        ev = self.config.eval
+        limit = ev.limit if limit is None else limit
+        if limit < 0:
+            raise ConfigError(f"the evaluation limit must be >= 0 (0 = all points), got {limit}")
+        x = self.data(split)
+        if limit:
+            x = x[:limit]
+        x = x.to(self.device)
+        model, note = self.model, None
+        seed = ev.seed if seed is None else seed
+        with seeded(seed, self.device):
+            if self.config.train.inference == "mean-field":  # no encoder: BBVI for each point
+                from vaelab.inference.refine import BBVI_LR, BBVI_LR_FINAL, fit_posteriors
+
+                model = fit_posteriors(self.model, x, steps=ev.refine_steps,
+                                       progress=progress)
+                note = (f"q(z|x) per datapoint by BBVI from the prior: {ev.refine_steps} "
+                        f"Adam steps, lr {BBVI_LR} -> {BBVI_LR_FINAL} (cosine)")
+            report = evaluate(model, x, iw_samples=ev.iw_samples if iw_samples is None
+                              else iw_samples, batch_size=ev.batch_size,
+                              sample_chunk=ev.sample_chunk,
+                              active_threshold=ev.active_threshold,
+                              kl=evaluation_kl(self.config.objective), progress=progress)
         report["split"] = split
+        report["seed"] = seed
         report["reduction"] = REDUCTION
         report["binarization"] = self.binarization_note()
         if note:
@@ -116,8 +136,9 @@ class Run:
 
 
 def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
-             decoder: nn.Module | None = None) -> Run:
-    """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last).
+             decoder: nn.Module | None = None, device: str | None = None) -> Run:
+    """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last) onto
+    ``device`` (auto, cpu, cuda; default the run's ``train.device``).
 
     A run trained with your own modules passed to ``fit`` needs them again (``encoder=``,
     ``decoder=``: instances built as for training; their weights are loaded here); one
@@ -142,7 +163,7 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
         ckpt_path = run_dir.last_checkpoint
     state = load_checkpoint(ckpt_path)
     load_weights(model, state["model"], f"checkpoint {ckpt_path}")
-    model.eval()
+    model.to(pick_device(device or config.train.device)).eval()
     return Run(path=run_dir.path, config=config, model=model, meta=meta)
 
 

@@ -29,6 +29,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run a block on torch's generators seeded with ``seed`` (the CPU's and, for a CUDA
+    ``device``, that device's), then restore the states they had: evaluation draws the same
+    noise every time without disturbing the caller's random stream."""
+    device = torch.device(device)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def rng_states() -> dict[str, Any]:
     """Every global random state (torch, CUDA, numpy, python) as tensors and plain values,
     so a checkpoint holding them loads with ``torch.load(weights_only=True)``."""

@@ -20,11 +20,13 @@ if TYPE_CHECKING:  # annotations only: api.py imports this module
 def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) -> dict[str, Any]:
     """Test-set evaluation, pictures and the facts needed to read the numbers."""
     config = run.config
-    test = run.evaluate(config.data.test_split, progress=config.train.progress) \
-        if config.data.test_split else {}
+    iw_samples, test_note = final_iw_samples(config, trainer.state.elapsed)
+    test = run.evaluate(config.data.test_split, progress=config.train.progress,
+                        iw_samples=iw_samples) if config.data.test_split else {}
     history = run_dir.read_metrics()
     summary: dict[str, Any] = {
         "test": test,
+        **({"test_note": test_note} if test_note and test else {}),
         "epochs": trainer.state.epoch,
         "steps": trainer.state.step,
         "train_seconds": round(trainer.state.elapsed, 2),
@@ -51,11 +53,28 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
             from vaelab.viz.plots import plot_latent_2d
 
             test_data = load_split(config, config.data.test_split)
-            made = plot_latent_2d(run.model, run.data(config.data.test_split)[:2000],
+            made = plot_latent_2d(run.model,
+                                  run.data(config.data.test_split)[:2000].to(run.device),
                                   run_dir.path / "latent-prior.png",
                                   None if test_data.y is None else test_data.y[:2000])
             summary["pictures"].append(made.name)
     return summary
+
+
+SHORT_RUN_SECONDS = 60.0
+
+
+def final_iw_samples(config, train_seconds: float) -> tuple[int, str]:
+    """K for the end-of-training log-likelihood, and a note when it is not eval.iw_samples:
+    a run trained for seconds should not spend minutes on K=1000 over the test set."""
+    ev = config.eval
+    if train_seconds < SHORT_RUN_SECONDS and 0 < ev.short_run_iw_samples < ev.iw_samples:
+        return ev.short_run_iw_samples, (
+            f"log-likelihood with K={ev.short_run_iw_samples} instead of eval.iw_samples="
+            f"{ev.iw_samples}: the run trained for {train_seconds:.1f} s (< "
+            f"{SHORT_RUN_SECONDS:.0f} s; eval.short_run_iw_samples); `vaelab eval RUN` uses "
+            f"K={ev.iw_samples}")
+    return ev.iw_samples, ""
 
 
 def objective_audit(run: Run, data: ArrayDataset | None = None) -> dict[str, Any]:

@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="importance samples K for log p(x) (default: the run's eval.iw_samples;"
                         " 0 skips it)")
     p.add_argument("--limit", type=int, default=None,
-                   help="evaluate only the first N points (N >= 1)")
+                   help="evaluate only the first N points (default: the run's eval.limit)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the Monte Carlo draws (default: the run's eval.seed)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="where to evaluate (default: the run's train.device)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
@@ -25,12 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.iw_samples is not None and args.iw_samples < 0:
         raise ValueError(f"--iw-samples must be >= 0, got {args.iw_samples}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit {args.limit}: must be an integer >= 1 (the first N points "
-                         "of the split); leave it out to evaluate the whole split")
-    run_ = load_run(args.run, checkpoint=args.checkpoint)
-    report = run_.evaluate(args.split, iw_samples=args.iw_samples, progress=not args.json,
-                           limit=args.limit)
+    if args.limit is not None and args.limit < 0:
+        raise ValueError(f"--limit must be >= 0 (0 = all points), got {args.limit}")
+    run_ = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    report = run_.evaluate(args.split, iw_samples=args.iw_samples, limit=args.limit,
+                           seed=args.seed)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

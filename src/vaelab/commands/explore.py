@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--points", type=int, default=1000, help="test points shown (default 1000)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                   help="where the models run (default: each run's train.device)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.set_defaults(func=run)
 
@@ -39,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
         while name in names:
             name += "'"
         names.add(name)
-        models.append(LoadedModel(name, load_run(path, checkpoint=args.checkpoint),
-                                  points=args.points))
+        run_ = load_run(path, checkpoint=args.checkpoint, device=args.device)
+        models.append(LoadedModel(name, run_, points=args.points))
     server = make_server(Explorer(models), args.host, args.port)
     server.verbose = getattr(args, "verbose", False)  # the global --verbose: every request
     host, port = cast(tuple[str, int], server.server_address[:2])  # an AF_INET(6) server

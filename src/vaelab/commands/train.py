@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
           f"({summary['images_per_sec']:.0f} images/s); stop: {summary['stop_reason']}")
     if test:
         print("\n".join(report_lines(test)))
+    if summary.get("test_note"):
+        print(f"note: {summary['test_note']}")
     audit = summary.get("objective_audit", {})
     if "line" in audit:
         print(audit["line"])

@@ -76,7 +76,7 @@ def kl_per_dimension(model: VAE, x: torch.Tensor, *, samples: int = 32, seed: in
     d = math.prod(model.latent_shape)
     chunk = max(1, min(1000, budget // (samples * d * _mixture_size(p))))
     gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn((samples, chunk, d), generator=gen, dtype=x.dtype)
+    eps = torch.randn((samples, chunk, d), generator=gen, dtype=x.dtype).to(x.device)
     parts, kind = [], "exact"
     for start in range(0, x.shape[0], chunk):
         q = model.encode(x[start: start + chunk])

@@ -32,22 +32,30 @@ def is_categorical_model(model: VAE) -> bool:
     return is_discrete_model(model) and len(model.latent_shape) == 2
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's parameters live (the run's ``train.device``)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
 @torch.no_grad()
 def encode_means(model: VAE, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Flat posterior means E_q[z|x], (N, flat_dim): Gaussian means or class probabilities."""
+    """Flat posterior means E_q[z|x], (N, flat_dim): Gaussian means or class probabilities.
+    Computed on the model's device, returned on the CPU (for plots and JSON)."""
     was_training = model.training
     model.eval()
-    out = [model.posterior.flatten(model.encode(x[i: i + batch_size]).mean)
+    device = model_device(model)
+    out = [model.posterior.flatten(model.encode(x[i: i + batch_size].to(device)).mean).cpu()
            for i in range(0, x.shape[0], batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else x.new_zeros(0, model.posterior.flat_dim)
+    return torch.cat(out) if out else x.new_zeros(0, model.posterior.flat_dim).cpu()
 
 
 @torch.no_grad()
 def decode_flat(model: VAE, codes: torch.Tensor) -> torch.Tensor:
-    """E[x|z] for flat codes (B, flat_dim): (B, *event_shape)."""
-    z = codes.reshape(codes.shape[0], *model.latent_shape)
-    return model.decode(z).mean
+    """E[x|z] for flat codes (B, flat_dim): (B, *event_shape), computed on the model's
+    device and returned on the CPU."""
+    z = codes.reshape(codes.shape[0], *model.latent_shape).to(model_device(model))
+    return model.decode(z).mean.cpu()
 
 
 @dataclass

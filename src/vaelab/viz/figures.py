@@ -93,8 +93,9 @@ class RunPictures:
     @cached_property
     def x(self) -> torch.Tensor:
         from vaelab.data.prepare import prepare_eval_x
+        from vaelab.models.latent_space import model_device
 
-        return prepare_eval_x(self.run.config, self.dataset)
+        return prepare_eval_x(self.run.config, self.dataset).to(model_device(self.model))
 
     @property
     def y(self) -> torch.Tensor | None:

@@ -79,7 +79,7 @@ class LoadedModel:
         x = prepare_eval_x(cfg, data)[: self.points]
         self.value_range = (0.0, 1.0) if float(x.min()) >= 0 and float(x.max()) <= 1 \
             else (float(x.min()), float(x.max()))
-        self.codes = encode_means(model, x)
+        self.codes = encode_means(model, x)  # on the model's device, returned on the CPU
         self.labels = None if data.y is None else data.y[: x.shape[0]].tolist()
         self.projection = fit_projection(self.codes)
         self._info = self._make_info()
