@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab import rng
+from vaelab import console, rng
 from vaelab.build import (
     GIVEN,
     build_model,
@@ -63,6 +63,7 @@ from vaelab.training.runs import (
     check_resumable,
     checkpoint_stamp,
     load_checkpoint,
+    resume_config,
 )
 from vaelab.training.speed import accelerate
 from vaelab.training.trainer import Trainer
@@ -203,27 +204,37 @@ def default_run_name(config: Config) -> str:
     return f"runs/{stem}-{config.model.latent}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = False,
-        resume: str | Path | None = None, pictures: bool = True,
+def fit(config: Config | None, out: str | Path | None = None, *, overwrite: bool = False,
+        resume: str | Path | None = None, changes: list[str] | None = None,
+        evaluate: bool | None = None, pictures: bool = True,
         encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> Run:
     """Train ``config`` into a run folder and evaluate on the test split; returns the Run.
 
     ``resume`` continues an existing run from its last checkpoint (its saved config wins),
-    mid-epoch if that is where the checkpoint was taken. Under torchrun every process
-    calls this and trains its share (see ``training/distributed.py``); only rank 0 writes
-    files. ``encoder``/``decoder``: your own ``nn.Module``s in place of model.encoder/decoder
-    (the contract: docs/own-model.md); the latent family, prior and likelihood still come
-    from the config. Pass them again to resume, and to ``load_run``.
+    mid-epoch if that is where the checkpoint was taken; ``changes`` (``section.key=value``)
+    extend it: ``train.epochs``, ``train.time_limit_minutes``, other run-time keys and
+    ``eval.*`` may change, anything else is refused with the list of what changed. A
+    resumed run with nothing left to train keeps its evaluation unless ``evaluate=True``.
+    Under torchrun every process calls this and trains its share (see
+    ``training/distributed.py``); only rank 0 writes files. ``encoder``/``decoder``: your
+    own ``nn.Module``s in place of model.encoder/decoder (the contract: docs/own-model.md);
+    the latent family, prior and likelihood still come from the config. Pass them again to
+    resume, and to ``load_run``.
     Unlike the ``vaelab`` command, this does not tune glibc's malloc for the process (about
     8% faster steps, ``training/heap.py``): call
     ``vaelab.training.heap.keep_freed_memory()`` first to opt in.
     """
+    changed: list[str] = []
     if resume is not None:
-        config = RunDir.existing(resume).read_config()
+        config, changed = resume_config(RunDir.existing(resume).read_config(), changes or [],
+                                        resume)
         # the run's own config, as saved; train.init_from served only its first start
         validate(dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                        init_from="")))
+    elif changes:
+        raise ConfigError("changes= applies to a resumed run; put them in the config")
     else:
+        assert config is not None, "fit needs a config (or resume=RUN)"
         validate(config)  # every config check, before any data is loaded or file written
     # malloc is left alone here: tuning it is process-wide, so only the CLI opts in
     # (training/heap.py); a library user may call keep_freed_memory() first
@@ -231,7 +242,7 @@ def fit(config: Config, out: str | Path | None = None, *, overwrite: bool = Fals
     networks = Networks(encoder, decoder)
     try:
         run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures,
-                   networks=networks)
+                   networks=networks, changed=changed, evaluate=evaluate)
     except BaseException:
         distributed.cleanup(ctx, wait=False)
         raise
@@ -264,30 +275,44 @@ class _Setup:
 
 def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,
          overwrite: bool = False, resume: str | Path | None = None,
-         pictures: bool = True, networks: Networks = Networks()) -> Run:
+         pictures: bool = True, networks: Networks = Networks(),
+         changed: list[str] | None = None, evaluate: bool | None = None) -> Run:
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     run_dir = RunDir.existing(resume) if resume is not None else None
-    if run_dir is not None:
-        config = run_dir.read_config()
     config = given_networks(config, networks.encoder, networks.decoder)
     seed_everything(config.train.seed)
     setup = _set_up(config, ctx, warm=resume is None, networks=networks)
     if run_dir is None:  # only now: bad data or config must not leave an empty run folder
         run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
             out or default_run_name(config), overwrite=overwrite).path))
-    snapshots = posterior_snapshots(config, run_dir)
-    trainer = _make_trainer(setup, run_dir, ctx, snapshots)
-    if resume is not None:
-        _restore(setup, trainer, run_dir, ctx)
-    elif ctx.is_main:
-        _write_new_run(setup, run_dir)
-    if snapshots is not None and resume is None and ctx.is_main:
-        snapshots.save(setup.model, 0)  # the posterior at initialisation: near the prior
-    trainer.fit(setup.train_x)
+    try:
+        snapshots = posterior_snapshots(config, run_dir)
+        trainer = _make_trainer(setup, run_dir, ctx, snapshots)
+        if resume is not None:
+            _restore(setup, trainer, run_dir, ctx)
+            if changed and ctx.is_main:  # the extended run's config, as it now trains
+                run_dir.write_config(config)
+        elif ctx.is_main:
+            _write_new_run(setup, run_dir)
+        if snapshots is not None and resume is None and ctx.is_main:
+            snapshots.save(setup.model, 0)  # the posterior at initialisation: near the prior
+        steps_before = trainer.state.step
+        trainer.fit(setup.train_x)
+    except BaseException:
+        if resume is None and ctx.is_main and run_dir.restore_replaced():
+            console.LOGGER.warning(f"the new run failed before its first checkpoint; "
+                                   f"{run_dir.path} holds the run it was to replace again")
+        raise
     if not ctx.is_main:  # rank 0 evaluates and writes the summary
         return Run(path=run_dir.path, config=config, model=setup.model.eval(),
                    meta={"event_shape": list(setup.train.event_shape)})
+    trained = trainer.state.step > steps_before
+    if resume is not None and not trained and run_dir.summary_path.is_file() \
+            and not evaluate:  # a finished run: keep its evaluation unless asked
+        console.LOGGER.info(f"{run_dir.path}: nothing left to train; its evaluation is kept "
+                            "(pass --evaluate to redo it)")
+        return load_run(run_dir.path)
     return _finish(setup, trainer, run_dir, pictures=pictures)
 
 
@@ -373,6 +398,7 @@ def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
             payload["inference"] = mode.state.state_dict()
         run_dir.checkpoints.save(payload, trainer.state.step, best=is_best,
                                  keep=config.train.keep_checkpoints)
+        run_dir.drop_replaced()  # the run --overwrite replaced is not needed any more
 
     validates = setup.valid_x is not None and (mode is None or mode.validates)
     # the objective may train parameters of its own (a score-function baseline)

@@ -17,8 +17,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--set", "-s", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
     p.add_argument("--out", "-o", help="run folder (default runs/<dataset>-<latent>-<time>)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue RUN from its last checkpoint; with --set train.epochs=N "
+                        "(or train.time_limit_minutes) extend a finished run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder (the new run starts empty; the old "
+                        "one is deleted once the new one has its first checkpoint)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="with --resume: evaluate again even when nothing was left to train")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the networks for training (= --set train.compile=true)")
@@ -50,6 +56,7 @@ def launch(args: argparse.Namespace) -> int:
                  *(["--out", out] if out else []),
                  *(["--resume", args.resume] if args.resume else []),
                  *(["--overwrite"] if args.overwrite else []),
+                 *(["--evaluate"] if args.evaluate else []),
                  *(["--no-progress"] if args.no_progress else []),
                  *(["--compile"] if args.compile else []),
                  *(["--precision", args.precision] if args.precision else [])]
@@ -63,20 +70,26 @@ def run(args: argparse.Namespace) -> int:
     from vaelab.commands.eval import report_lines
     from vaelab.config import load_config
 
-    if args.resume and (args.config or args.overrides or args.out):
-        raise ValueError("--resume continues a run with its saved config; "
-                         "drop --config/--set/--out")
+    if args.resume and (args.config or args.out):
+        raise ValueError("--resume continues a run with its saved config; drop --config/--out "
+                         "(--set train.epochs=N extends it)")
+    if args.evaluate and not args.resume:
+        raise ValueError("--evaluate applies to --resume RUN (a new run is always evaluated)")
     if args.resume and (args.compile or args.precision):
         raise ValueError("--resume continues a run with its saved config; drop --compile/"
                          "--precision")
     if args.nproc is not None:
         return launch(args)
-    config = load_config(args.config, [
-        *args.overrides, *(["train.compile=true"] if args.compile else []),
-        *([f"train.precision={args.precision}"] if args.precision else [])])
-    if args.no_progress:
-        config.train.progress = False
-    run_ = fit(config, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    if args.resume:
+        changes = [*args.overrides, *(["train.progress=false"] if args.no_progress else [])]
+        run_ = fit(None, resume=args.resume, changes=changes, evaluate=args.evaluate or None)
+    else:
+        config = load_config(args.config, [
+            *args.overrides, *(["train.compile=true"] if args.compile else []),
+            *([f"train.precision={args.precision}"] if args.precision else [])])
+        if args.no_progress:
+            config.train.progress = False
+        run_ = fit(config, out=args.out, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # rank 0 reports
         return 0
     summary = json.loads((run_.path / "summary.json").read_text())

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from vaelab.config import Config, config_from_dict
+from vaelab.config import Config, ConfigError, apply_dict, config_from_dict, parse_override
 
 CHECKPOINT_DIR = "checkpoints"
 # Test hook: seconds to pause after a checkpoint's bytes are written to its temporary file,
@@ -38,14 +39,24 @@ class RunError(ValueError):
     """A run folder that cannot be created, resumed or loaded; the message says why."""
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write via ``write(file)`` to a temporary file beside ``path``, fsync, then rename.
 
-    A crash leaves either the old file or the new one, never a torn file.
+    A crash leaves either the old file or the new one, never a torn file. The file gets the
+    mode a plain ``open`` would (0666 less the umask), not mkstemp's owner-only 0600, so a
+    shared run folder can be read by whoever the user's umask lets.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -120,6 +131,49 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 RUNTIME_KEYS = {"train": {"epochs", "progress", "threads", "time_limit_minutes", "device",
                           "checkpoint_every_steps", "keep_checkpoints", "fused"}}
 UNCHECKED_SECTIONS = {"eval"}  # evaluation settings do not touch training
+
+
+# what `--resume RUN --set KEY=VALUE` may change: how the run executes and how it is evaluated
+RESUME_CHANGEABLE = {"train": RUNTIME_KEYS["train"], "eval": None}  # None: every key
+
+
+def resume_config(saved: Config, overrides: list[str], where: str | Path
+                  ) -> tuple[Config, list[str]]:
+    """The saved config of run ``where`` with ``overrides`` applied, and the keys they
+    changed; RunError listing every other change (those would alter what was trained)."""
+    config = config_from_dict(saved.to_dict())
+    for text in overrides:
+        apply_dict(config, parse_override(text), origin=f"--set {text}")
+    before, after = saved.to_dict(), config.to_dict()
+    changed = [f"{s}.{k}" for s in after for k in after[s] if after[s][k] != before[s][k]]
+    refused = [key for key in changed if not _changeable(key)]
+    if refused:
+        detail = "; ".join(f"{k}: {_value(before, k)!r} -> {_value(after, k)!r}"
+                           for k in refused)
+        raise RunError(f"--resume {where}: only train.epochs, train.time_limit_minutes, other "
+                       f"run-time train keys and eval.* may change; these differ from the "
+                       f"run's config: {detail}; start a new run (or train.init_from={where})")
+    if "train.epochs" in changed and config.train.lr_schedule == "cosine" \
+            and after["train"]["epochs"] != before["train"]["epochs"]:
+        raise RunError(f"--resume {where}: train.epochs cannot change for lr_schedule=cosine "
+                       "(the schedule was laid over the original epochs); start a new run "
+                       f"with train.init_from={where}")
+    if config.train.epochs < 1:
+        raise ConfigError(f"train.epochs must be at least 1, got {config.train.epochs}")
+    return config, changed
+
+
+def _changeable(key: str) -> bool:
+    section, name = key.split(".", 1)
+    if section not in RESUME_CHANGEABLE:
+        return False
+    allowed = RESUME_CHANGEABLE[section]
+    return allowed is None or name in allowed
+
+
+def _value(values: dict[str, Any], key: str) -> Any:
+    section, name = key.split(".", 1)
+    return values[section][name]
 
 
 def config_fingerprint(config: Config) -> dict[str, Any]:
@@ -246,16 +300,38 @@ class RunDir:
     best_checkpoint = property(lambda self: self.path / CHECKPOINT_DIR / "best.pt")
     checkpoints = property(lambda self: Checkpoints(self.path / CHECKPOINT_DIR))
 
+    @property
+    def replaced_path(self) -> Path:
+        """Where ``--overwrite`` keeps the old run until the new one has a checkpoint."""
+        return self.path.parent / f".{self.path.name}.replaced"
+
     @classmethod
     def create(cls, path: str | Path, *, overwrite: bool = False) -> RunDir:
-        """Make a new run folder; refuse an existing one unless ``overwrite``."""
+        """Make a new, empty run folder; refuse an existing one unless ``overwrite``.
+
+        ``overwrite`` moves the old folder aside (:attr:`replaced_path`) instead of mixing
+        its files with the new run's (an old animation.gif, step-*.pt); it is deleted once
+        the new run has its first checkpoint (:meth:`drop_replaced`) and put back if the new
+        run fails before (:meth:`restore_replaced`), so a failed start loses nothing.
+        """
         run = cls(path)
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"output path {run.path} exists and is not a directory; "
                            "choose another --out")
-        if run.path.is_dir() and any(run.path.iterdir()) and not overwrite:
+        exists = run.path.is_dir() and any(run.path.iterdir())
+        if exists and not overwrite:
             raise RunError(f"run folder {run.path} already exists; pass --resume {run.path} "
                            "to continue it, --overwrite to replace it, or another --out")
+        if exists:
+            if run.replaced_path.exists():
+                raise RunError(f"an earlier --overwrite of {run.path} did not finish: the run "
+                               f"it replaced is in {run.replaced_path}; move it back or "
+                               "delete it, then try again")
+            try:
+                os.replace(run.path, run.replaced_path)
+            except OSError as err:
+                raise RunError(f"cannot move the old run {run.path} aside for --overwrite: "
+                               f"{err.strerror}; delete it or choose another --out") from None
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".write-test"
@@ -264,10 +340,21 @@ class RunDir:
         except OSError as err:
             raise RunError(f"cannot write to output folder {run.path}: {err.strerror}; "
                            "choose a writable --out") from None
-        if overwrite:
-            for name in ("metrics.jsonl", "summary.json"):
-                (run.path / name).unlink(missing_ok=True)
         return run
+
+    def drop_replaced(self) -> None:
+        """Delete the run that ``--overwrite`` replaced (the new one has a checkpoint now)."""
+        if self.replaced_path.is_dir():
+            shutil.rmtree(self.replaced_path, ignore_errors=True)
+
+    def restore_replaced(self) -> bool:
+        """Put back the run that ``--overwrite`` replaced, discarding the new one (which
+        failed before its first checkpoint); True when there was one to put back."""
+        if not self.replaced_path.is_dir() or self.last_checkpoint.is_file():
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        os.replace(self.replaced_path, self.path)
+        return True
 
     @classmethod
     def existing(cls, path: str | Path) -> RunDir:

@@ -208,9 +208,12 @@ class Trainer:
         epochs = self.cfg.epochs if epochs is None else epochs
         n = train_x.shape[0]
         steps_per_epoch = math.ceil(n / self.cfg.batch_size)
-        while self.state.epoch < epochs:
+        limit = self.cfg.time_limit_minutes
+        if limit > 0 and self.state.elapsed >= 60 * limit and self.state.batch == 0:
+            # a finished run resumed: out of time before its next epoch
+            self.stop_reason = f"time limit of {limit} minutes reached"
+        while self.state.epoch < epochs and not self.stop_reason:
             record = self._run_epoch(train_x, steps_per_epoch, epochs)
-            limit = self.cfg.time_limit_minutes
             if not self.stop_reason and limit > 0 and self.state.elapsed >= 60 * limit:
                 self.stop_reason = f"time limit of {limit} minutes reached"
             self.stop_reason = distributed.broadcast_object(self.stop_reason)  # rank 0 decides
