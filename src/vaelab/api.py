@@ -67,6 +67,13 @@ from vaelab.training.runs import (
 )
 from vaelab.training.speed import accelerate
 from vaelab.training.trainer import Trainer
+from vaelab.training.weights import (
+    EXPORT_FILES,
+    WEIGHTS_FILE,
+    load_safetensors,
+    save_safetensors,
+    versions,
+)
 
 
 @dataclass
@@ -138,14 +145,17 @@ class Run:
 
 def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
              decoder: nn.Module | None = None, device: str | None = None) -> Run:
-    """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last) onto
-    ``device`` (auto, cpu, cuda; default the run's ``train.device``).
+    """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last), or a
+    model exported by ``vaelab export`` (``hf://owner/name`` pulls one from the Hugging Face
+    Hub), onto ``device`` (auto, cpu, cuda; default the run's ``train.device``).
 
     A run trained with your own modules passed to ``fit`` needs them again (``encoder=``,
     ``decoder=``: instances built as for training; their weights are loaded here); one
     whose config names them by import path (``model.encoder = "pkg.mod:Class"``) builds
     them itself.
     """
+    if str(path).startswith(HUB_PREFIX):
+        path = pull_from_hub(str(path)[len(HUB_PREFIX):])
     run_dir = RunDir.existing(path)
     config = run_dir.read_config()
     meta = run_dir.read_json("meta.json")
@@ -162,8 +172,12 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
     ckpt_path = run_dir.best_checkpoint if checkpoint == "best" else run_dir.last_checkpoint
     if not ckpt_path.is_file():
         ckpt_path = run_dir.last_checkpoint
-    state = load_checkpoint(ckpt_path)
-    load_weights(model, state["model"], f"checkpoint {ckpt_path}")
+    weights = run_dir.path / WEIGHTS_FILE
+    if not ckpt_path.is_file() and weights.is_file():  # an exported model (vaelab export)
+        load_safetensors(model, weights)
+    else:
+        state = load_checkpoint(ckpt_path)
+        load_weights(model, state["model"], f"checkpoint {ckpt_path}")
     model.to(pick_device(device or config.train.device)).eval()
     return Run(path=run_dir.path, config=config, model=model, meta=meta)
 
@@ -197,6 +211,20 @@ def given_networks(config: Config, encoder: nn.Module | None,
     if not updates:
         return config
     return dataclasses.replace(config, model=dataclasses.replace(model, **updates))
+
+
+HUB_PREFIX = "hf://"
+
+
+def pull_from_hub(repo_id: str) -> Path:
+    """The local folder of a model exported by ``vaelab export`` and pushed to the Hugging
+    Face Hub (``huggingface_hub.snapshot_download``; the optional extra ``vaelab[hub]``)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise RunError(f"loading hf://{repo_id} needs huggingface_hub: "
+                       "pip install 'vaelab[hub]'") from None
+    return Path(snapshot_download(repo_id=repo_id, allow_patterns=list(EXPORT_FILES)))
 
 
 def default_run_name(config: Config) -> str:
@@ -453,7 +481,7 @@ def _write_new_run(setup: _Setup, run_dir: RunDir) -> None:
         "is_8bit": train.is_8bit, "parameters": count_parameters(setup.model),
         "encoder_class": class_path(setup.model.encoder),
         "decoder_class": class_path(setup.model.decoder),
-        "torch": torch.__version__, "python": platform.python_version()})
+        **versions(), "python": platform.python_version()})
 
 
 def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool) -> Run:
@@ -462,6 +490,8 @@ def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool)
     run = load_run(run_dir.path,  # modules passed to fit() are reused: they cannot be rebuilt
                    encoder=setup.model.encoder if given.encoder == GIVEN else None,
                    decoder=setup.model.decoder if given.decoder == GIVEN else None)
+    # the weights alone, safetensors: what `vaelab export` and other tools read
+    save_safetensors(run.model, run_dir.path / WEIGHTS_FILE)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
     summary["training_step"] = ("fused ELBO or IWAE (inference/fused_elbo.py, fused_iwae.py; "
                                 "train.fused)"

@@ -9,7 +9,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "data", "plot", "report", "explore", "gap", "estimators"]
+COMMANDS = ["train", "eval", "data", "plot", "report", "explore", "gap", "estimators", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
