@@ -16,8 +16,8 @@ import math
 from typing import cast
 
 import torch
-from tqdm.auto import tqdm
 
+from vaelab import console
 from vaelab.evaluation.diagnostics import COLLAPSE_FRACTION
 from vaelab.inference.layered import layer_kls, log_weights
 from vaelab.models.hierarchical import HierarchicalVAE
@@ -57,8 +57,8 @@ def importance_log_likelihood(model: HierarchicalVAE, x: torch.Tensor, *, sample
                               progress: bool = False) -> torch.Tensor:
     """log p(x) ~ logsumexp_k log w_k - log K over the joint latent z_k ~ q(z|x): (N,)."""
     results = []
-    bar = tqdm(total=x.shape[0], desc=f"log p(x), K={samples}", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    bar = console.progress(x.shape[0], f"log p(x), K={samples}", enabled=progress,
+                           log_lines=True)
     for xb in _batches(x, batch_size):
         acc = None
         for start in range(0, samples, sample_chunk):
