@@ -9,12 +9,14 @@ import importlib
 import os
 import sys
 
-COMMANDS = ["train", "eval", "data", "plot", "report", "explore", "gap", "estimators", "export"]
+COMMANDS = ["train", "eval", "data", "plot", "report", "explore", "gap", "estimators", "export",
+            "configs", "config"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vaelab", description="Variational autoencoders: train, evaluate, look inside.")
+    parser.add_argument("--version", action="version", version=version_line())
     add_verbosity(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -22,6 +24,20 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():  # `vaelab -q train` and `vaelab train -q` alike
         add_verbosity(command, argparse.SUPPRESS)
     return parser
+
+
+def version_line() -> str:
+    """``vaelab X (torch Y, Python Z)``: what a bug report needs first."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"vaelab {of('vaelab')} (torch {of('torch')}, Python {platform.python_version()})"
 
 
 def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
@@ -48,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaelab: interrupted; the last completed checkpoint is kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vaelab config keys | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)
+        return 0
     except (ValueError, OSError, RuntimeError) as err:
         if os.environ.get("VAELAB_DEBUG"):
             raise

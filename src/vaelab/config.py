@@ -482,13 +482,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = Config()
     if path is not None:
         path = Path(path)
+        if not path.is_file() and packaged_config(str(path)) is not None:
+            path = packaged_config(str(path))  # an example shipped with vaelab: -c default
         if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass an existing .toml file "
-                              "(examples in configs/)")
+            raise ConfigError(f"config file {path} not found; pass an existing .toml file or "
+                              "the name of a shipped example (`vaelab configs` lists them)")
         apply_dict(config, read_toml(path), origin=str(path))
     for text in overrides or []:
         apply_dict(config, parse_override(text), origin=f"--set {text}")
     return check_fields(config)
+
+
+def packaged_config(name: str) -> Path | None:
+    """The example config ``name`` (e.g. ``default``, ``seeds/002_conv``) shipped inside the
+    package (``vaelab/configs``, the repo's configs/), or None."""
+    from importlib.resources import files
+
+    stem = name[:-5] if name.endswith(".toml") else name
+    if not stem or stem.startswith(("/", ".")) or ".." in stem.split("/"):
+        return None
+    path = Path(str(files("vaelab") / "configs" / f"{stem}.toml"))
+    return path if path.is_file() else None
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
