@@ -482,8 +482,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = Config()
     if path is not None:
         path = Path(path)
-        if not path.is_file() and packaged_config(str(path)) is not None:
-            path = packaged_config(str(path))  # an example shipped with vaelab: -c default
+        shipped = packaged_config(str(path)) if not path.is_file() else None
+        if shipped is not None:  # an example shipped with vaelab: -c default
+            path = shipped
         if not path.is_file():
             raise ConfigError(f"config file {path} not found; pass an existing .toml file or "
                               "the name of a shipped example (`vaelab configs` lists them)")

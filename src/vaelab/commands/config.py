@@ -65,8 +65,9 @@ def field_docs() -> list[FieldDoc]:
             if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
                 continue
             name = stmt.target.id
-            text = [comments.get(stmt.end_lineno, "")]
-            line = stmt.end_lineno + 1  # a comment continued on the lines below
+            end = stmt.end_lineno or stmt.lineno
+            text = [comments.get(end, "")]
+            line = end + 1  # a comment continued on the lines below
             while line in comments and line not in code_lines:
                 text.append(comments[line])
                 line += 1

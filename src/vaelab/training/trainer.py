@@ -311,9 +311,10 @@ class Trainer:
             record.update(self.validate_fn())
             self.module.train()
         record["wall_time"] = st.elapsed
-        improved = self.score_key in record and record[self.score_key] > st.best
-        if improved:
-            st.best = record[self.score_key]
+        score = record.get(self.score_key) if self.score_key is not None else None
+        improved = score is not None and score > st.best
+        if score is not None and improved:
+            st.best = score
         st.history.append(record)
         if self.ctx.is_main:
             console.LOGGER.info(f"epoch {st.epoch}/{epochs}: {self.epoch_line(record)}")
