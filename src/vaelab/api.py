@@ -66,6 +66,7 @@ from vaelab.training.runs import (
     resume_config,
 )
 from vaelab.training.speed import accelerate
+from vaelab.training.trackers import Trackers, check_loggers
 from vaelab.training.trainer import Trainer
 from vaelab.training.weights import (
     EXPORT_FILES,
@@ -299,6 +300,7 @@ class _Setup:
     dynamic: bool  # fresh binarization of every training batch
     mode: Any  # inference/modes.py: semi-amortized or mean-field, else None
     step_hook: Any  # gradient-variance probe, or None
+    trackers: Trackers | None = None  # train.loggers, on rank 0 once the run folder exists
 
 
 def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,
@@ -315,6 +317,8 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
         run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
             out or default_run_name(config), overwrite=overwrite).path))
     try:
+        if ctx.is_main and config.train.loggers:
+            setup.trackers = Trackers(run_dir.path, config)
         snapshots = posterior_snapshots(config, run_dir)
         trainer = _make_trainer(setup, run_dir, ctx, snapshots)
         if resume is not None:
@@ -328,6 +332,8 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
         steps_before = trainer.state.step
         trainer.fit(setup.train_x)
     except BaseException:
+        if setup.trackers:
+            setup.trackers.close()
         if resume is None and ctx.is_main and run_dir.restore_replaced():
             console.LOGGER.warning(f"the new run failed before its first checkpoint; "
                                    f"{run_dir.path} holds the run it was to replace again")
@@ -340,6 +346,8 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
             and not evaluate:  # a finished run: keep its evaluation unless asked
         console.LOGGER.info(f"{run_dir.path}: nothing left to train; its evaluation is kept "
                             "(pass --evaluate to redo it)")
+        if setup.trackers:
+            setup.trackers.close()
         return load_run(run_dir.path)
     return _finish(setup, trainer, run_dir, pictures=pictures)
 
@@ -347,6 +355,10 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
 def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
             networks: Networks = Networks()) -> _Setup:
     """Load the data, build model and objective, check them together, move to the device."""
+    check_loggers(config.train.loggers)  # a missing extra fails before any training
+    if config.train.log_every_steps < 1:
+        raise ConfigError(f"train.log_every_steps must be at least 1, got "
+                          f"{config.train.log_every_steps}")
     train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
     resolve_label_classes(config, train)  # model.conditional: labels present, how many
@@ -416,6 +428,8 @@ def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
         if objective.relaxed:  # the temperature of the epoch's last step
             record["temperature"] = objective.temperature.at(trainer.state.step - 1)
         run_dir.append_metrics(record)
+        if setup.trackers:
+            setup.trackers.epoch(record)
         if snapshots is not None and ctx.is_main and snapshots.due(trainer.state.epoch):
             snapshots.save(model, trainer.state.epoch)
 
@@ -435,7 +449,8 @@ def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
                    score_key="val_bound", bar_term="bound", epoch_line=epoch_line,
                    on_epoch_end=on_epoch_end, save_checkpoint=checkpoint,
                    on_step_end=setup.step_hook,
-                   with_indices=mode is not None and mode.with_indices)
+                   with_indices=mode is not None and mode.with_indices,
+                   step_metrics=setup.trackers.step if setup.trackers else None)
 
 
 def epoch_line(record: dict[str, Any]) -> str:
@@ -502,6 +517,10 @@ def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool)
         from vaelab.viz.report import write_report
 
         write_report(run_dir.path)
+    if setup.trackers:
+        setup.trackers.final(summary.get("test", {}),
+                             [run_dir.path / p for p in summary["pictures"]], trainer.state.epoch)
+        setup.trackers.close()
     return run
 
 

@@ -253,6 +253,9 @@ class TrainConfig:
     mean_field_steps: Count = 20  # mean-field: Adam steps on the batch's lambdas (E-step)
     mean_field_lr: PositiveFloat = 0.05  # mean-field: E-step learning rate (cosine to 1/20)
     mean_field_max: Count = 10000  # mean-field: largest training set (one lambda per point)
+    loggers: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)  # trackers
+    log_every_steps: Count = 50  # trackers: per-step scalars every N optimizer steps
+    mlflow_uri: str = ""  # MLflow tracking URI ("" = a local file store in RUN/mlruns)
 
 
 @dataclass

@@ -117,7 +117,8 @@ class Trainer:
                  epoch_line: EpochLine = describe_epoch,
                  on_epoch_end: Callable[[Trainer, dict[str, Any]], None] | None = None,
                  save_checkpoint: Callable[[Trainer, bool], None] | None = None,
-                 on_step_end: StepHook | None = None, with_indices: bool = False):
+                 on_step_end: StepHook | None = None, with_indices: bool = False,
+                 step_metrics: Callable[[int, dict[str, float]], None] | None = None):
         self.cfg = cfg
         self.module = module
         self.step_fn = step_fn
@@ -129,6 +130,8 @@ class Trainer:
         self.save_checkpoint = save_checkpoint
         self.on_step_end = on_step_end  # its non-empty returns go to record["step_records"]
         self.with_indices = with_indices  # batches are (idx, xb) (see StepFn)
+        # (step, batch means of the terms) every cfg.log_every_steps steps: experiment trackers
+        self.step_metrics = step_metrics
         self.optimizer = make_optimizer(module, cfg.lr)
         # the trained parameters, listed once instead of walking the module tree every step
         # (12 us of a 3-5 ms default-model step)
@@ -275,6 +278,10 @@ class Trainer:
                     hook_seconds += time.perf_counter() - t_hook
                     if extra:
                         st.epoch_records.append(extra)
+                if self.step_metrics is not None and self.ctx.is_main \
+                        and st.step % max(self.cfg.log_every_steps, 1) == 0:
+                    self.step_metrics(st.step, {k: v.detach().float().mean().item()
+                                                for k, v in terms.items()})
                 st.epoch_seen += (local[1] if self.with_indices else local).shape[0]
                 for key, value in terms.items():
                     total = value.detach().sum()
