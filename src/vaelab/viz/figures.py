@@ -184,14 +184,24 @@ class RunPictures:
     def kl(self, path: Path) -> Path:
         from vaelab.evaluation.diagnostics import kl_per_dimension
 
-        split = kl_per_dimension(self.model, self.x[: self.options.points])
+        # the whole evaluation split (eval.limit as for the evaluation), so the title's
+        # total is the evaluation's KL: the same points, not the scatter's subset
+        limit = self.run.config.eval.limit
+        x = self.x[:limit] if limit else self.x
+        mc_points = 1000  # against a mixture prior: Monte Carlo over the first points
+        split = kl_per_dimension(self.model, x, mc_points=mc_points)
         if split is None:
             raise plots.NotApplicable(f"no per-dimension KL for a "
                                       f"{self.run.config.model.latent} posterior with the "
                                       f"{self.run.config.model.prior} prior")
         values, stderr, kind = split
         unit = "variable" if is_discrete_model(self.model) else "dimension"
-        return plots.plot_kl_per_dimension(values, stderr, kind, path, unit=unit)
+        from torch.distributions import MixtureSameFamily
+
+        mixture = isinstance(self.model.prior(), MixtureSameFamily)
+        n = min(x.shape[0], mc_points) if mixture else x.shape[0]
+        return plots.plot_kl_per_dimension(values, stderr, kind, path, unit=unit,
+                                           over=f"{n} {self.split} points")
 
     def sweep(self, path: Path) -> Path:
         if not is_categorical_model(self.model):

@@ -51,15 +51,21 @@ def image_grid(images: torch.Tensor, ncols: int) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: Path, ncols: int, title: str = "") -> Path:
+    """The images as one grid filling the figure edge to edge: the figure takes the grid's
+    own aspect ratio plus a strip for the title, so a wide 2 x 16 grid of reconstructions
+    leaves no blank band above and below it."""
     grid = image_grid(images.detach().float().cpu(), ncols)
-    height = max(2.0, 8 * grid.shape[0] / grid.shape[1])
-    fig, ax = plt.subplots(figsize=(8, height))
+    width = 8.0
+    image_h = width * grid.shape[0] / grid.shape[1]
+    title_h = 0.35 if title else 0.0
+    fig = plt.figure(figsize=(width, image_h + title_h))
+    ax = fig.add_axes((0.0, 0.0, 1.0, image_h / (image_h + title_h)))
     ax.imshow(grid.squeeze(-1).numpy() if grid.shape[-1] == 1 else grid.numpy(),
-              cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+              cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
     ax.set_axis_off()
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
+        fig.text(0.5, 1 - 0.5 * title_h / (image_h + title_h), title, ha="center",
+                 va="center", fontsize=11)
     return save_figure(fig, path)
 
 
@@ -259,16 +265,19 @@ def plot_interpolation(model: VAE, x: torch.Tensor, path: Path, pairs: int = 3, 
 
 
 def plot_kl_per_dimension(values: torch.Tensor, stderr: torch.Tensor, kind: str, path: Path,
-                          unit: str = "dimension") -> Path:
-    """Bars of the mean KL per latent dimension (nats) with standard errors."""
+                          unit: str = "dimension", over: str = "") -> Path:
+    """Bars of the mean KL per latent dimension (nats) with standard errors; ``over`` says
+    which points the means are over (e.g. "10000 test points"), so the title's total can be
+    compared with the evaluation's KL."""
     d = values.numel()
     fig, ax = plt.subplots(figsize=(max(5.0, min(14.0, 0.35 * d + 2)), 3.6))
     ax.bar(range(d), values.numpy(), yerr=stderr.numpy(), color="tab:blue", capsize=2)
     ax.set_xlabel(f"latent {unit}")
     ax.set_ylabel("KL, nats")
-    what = (f"KL(q||p) per {unit}: sum {values.sum().item():.2f} nats = total KL"
+    where = f" over {over}" if over else ""
+    what = (f"KL(q||p) per {unit}: sum {values.sum().item():.2f} nats = total KL{where}"
             if kind == "exact" else
-            f"KL(q(z_d|x) || p(z_d)) between 1-D marginals, per {unit}\n"
+            f"KL(q(z_d|x) || p(z_d)) between 1-D marginals, per {unit}{where}\n"
             "(with this posterior and prior they do not sum to the total KL)")
     ax.set_title(what, fontsize=9)
     if d <= 40:

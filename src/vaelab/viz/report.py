@@ -128,10 +128,14 @@ def render_report(run_path: str | Path) -> str:
     parts.append("<h2 id=summary>Summary</h2>")
     if summary:
         parts.append(_table(headline_rows(summary)))
+        if summary.get("test_note"):
+            parts.append(f"<p class=muted>note: {_esc(summary['test_note'])}</p>")
         audit = summary.get("objective_audit") or {}
         if audit:
-            parts.append("<h3>How to read the numbers</h3>"
-                         + _table([(k, _fmt(v)) for k, v in audit.items()]))
+            from vaelab.viz.export import audit_rows
+
+            parts.append("<h3>How to read the numbers: the objective audit</h3>"
+                         + _table(audit_rows(audit)))
     else:
         parts.append("<p class=muted>no summary.json: training has not finished</p>")
     parts.append("<h2 id=pictures>Pictures</h2>")
@@ -151,9 +155,14 @@ def render_report(run_path: str | Path) -> str:
     parts.append("<h2 id=metrics>Metrics per epoch</h2>" + metrics_table(history))
     parts.append(f"<h2 id=config>Config</h2><pre>{_esc(config_text)}</pre>")
     if meta:
-        parts.append(f"<h2 id=meta>Run facts</h2><pre>{_esc(json.dumps(meta, indent=2))}</pre>")
-    parts.append("<h2 id=evaluation>Evaluation JSON</h2>"
-                 f"<pre>{_esc(json.dumps(summary, indent=2)) if summary else 'none'}</pre>")
+        parts.append("<h2 id=meta>Run facts</h2>"
+                     + _table([(k, _fmt(v) if not isinstance(v, list | dict) else
+                                json.dumps(v)) for k, v in meta.items()]))
+    # the raw summary last and folded: the tables above are what a reader reads
+    parts.append("<h2 id=evaluation>Raw summary.json</h2><details><summary>show the JSON "
+                 "(every number above, unrounded)</summary>"
+                 f"<pre>{_esc(json.dumps(summary, indent=2)) if summary else 'none'}</pre>"
+                 "</details>")
     parts.append("</body></html>\n")
     return "".join(parts)
 

@@ -27,6 +27,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from vaelab.console import LOGGER
 from vaelab.viz.explorer.session import BadRequest, LoadedModel
 
 MAX_BODY = 256 * 1024  # bytes of a request body
@@ -234,6 +235,17 @@ class ExplorerServer(ThreadingHTTPServer):
     daemon_threads = True  # a hung connection never blocks shutdown
     allow_reuse_address = True
     verbose = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a closed tab, a cancelled fetch, a timeout)
+        is one log line, not socketserver's traceback; anything else keeps the traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            host = client_address[0] if isinstance(client_address, tuple) else client_address
+            LOGGER.info(f"explorer: client {host} went away "
+                        f"({type(error).__name__}: {error.strerror or error})")
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 0, *,
