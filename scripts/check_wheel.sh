@@ -14,7 +14,9 @@ PY=${PYTHON:-python3}
 BUILD_PY=${VAELAB_PYTHON:-.venv/bin/python}  # the set-up environment (setup.sh made it)
 
 echo "== building the wheel"
-# --no-build-isolation: build with the setuptools of .venv instead of downloading one
+# --no-build-isolation: build with the setuptools of .venv instead of downloading one into
+# a throw-away environment; a fresh venv's bundled setuptools may be older than required
+"$BUILD_PY" -m pip install -q "setuptools>=68" 2>&1 | grep -v "is ignored: it is neither" || true
 "$BUILD_PY" -m pip wheel . --no-deps --no-build-isolation -q -w "$WORK/dist"
 WHEEL=$(ls "$WORK"/dist/vaelab-*.whl)
 
