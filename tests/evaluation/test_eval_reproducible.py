@@ -62,6 +62,8 @@ def test_a_short_run_is_evaluated_with_the_smaller_k_and_says_so(run):
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["test"]["iw_samples"] == 16
     assert "K=16 instead of eval.iw_samples=64" in summary["test_note"]
+    # the final evaluation repeats to the last digit
+    assert json.loads(json.dumps(run.evaluate("test", iw_samples=16))) == summary["test"]
     # and `vaelab eval` uses the config's K
     assert run.evaluate("test")["iw_samples"] == 64
 
