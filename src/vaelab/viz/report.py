@@ -159,8 +159,8 @@ def render_report(run_path: str | Path) -> str:
                      + _table([(k, _fmt(v) if not isinstance(v, list | dict) else
                                 json.dumps(v)) for k, v in meta.items()]))
     # the raw summary last and folded: the tables above are what a reader reads
-    parts.append("<h2 id=evaluation>Raw summary.json</h2><details><summary>show the JSON "
-                 "(every number above, unrounded)</summary>"
+    parts.append("<h2 id=evaluation>Evaluation JSON (the raw summary.json)</h2><details>"
+                 "<summary>show the JSON (every number above, unrounded)</summary>"
                  f"<pre>{_esc(json.dumps(summary, indent=2)) if summary else 'none'}</pre>"
                  "</details>")
     parts.append("</body></html>\n")
