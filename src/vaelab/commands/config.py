@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("config", help="show the resolved config, or list every key",
                        description="show: the config a run would use (defaults, then -c FILE, "
                                    "then --set), as TOML with each field's meaning; keys: "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("configs", help="list the example configs shipped with vaelab "
                                        "(use one with: vaelab train -c NAME)")
     p.set_defaults(func=run)

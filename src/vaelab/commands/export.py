@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="write a run's model as a shareable folder "
                                       "(safetensors weights, config, model card)",
                        description="Write OUT with README.md (a model card: test numbers, "
