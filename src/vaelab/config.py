@@ -135,6 +135,9 @@ Kwargs = Annotated[dict[str, Any], Text("a table of keyword arguments, e.g. {wid
                                         lambda d: True, ())]
 SplitName = Annotated[str, _split_name(required=True)]
 OptionalSplit = Annotated[str, _split_name(required=False)]
+TrackingURI = Annotated[str, Text("'' or a URI with a scheme (file:/..., http://...)",
+                                   lambda s: s == "" or "://" in s or s.startswith("file:"),
+                                   ("mlruns", "localhost"))]
 DatasetName = Annotated[str, Text("a dataset name (mnist, fashion-mnist, cifar10) or a path",
                                   lambda s: s.strip() != "", ("", "  "))]
 Directory = Annotated[str, Text("'' or an existing directory", _is_dir_or_empty,
@@ -255,7 +258,7 @@ class TrainConfig:
     mean_field_max: Count = 10000  # mean-field: largest training set (one lambda per point)
     loggers: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)  # trackers
     log_every_steps: Count = 50  # trackers: per-step scalars every N optimizer steps
-    mlflow_uri: str = ""  # MLflow tracking URI ("" = a local file store in RUN/mlruns)
+    mlflow_uri: TrackingURI = ""  # MLflow tracking URI ("" = a local file store in RUN/mlruns)
 
 
 @dataclass

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ EXTRAS = {"tensorboard": ("tensorboard", "vaelab[tensorboard]"),
           "mlflow": ("mlflow", "vaelab[mlflow]")}
 
 
-def check_loggers(names: list[str]) -> None:
+def check_loggers(names: Sequence[str]) -> None:
     """ConfigError (one line, with the pip command) for an unknown or uninstalled tracker."""
     for name in names:
         if name not in EXTRAS:
