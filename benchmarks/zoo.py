@@ -499,20 +499,26 @@ def main() -> None:
     load = os.getloadavg()
     out = Path(args.out) if args.out else RESULTS / f"zoo{'-quick' if args.quick else ''}.json"
     old = json.loads(out.read_text())["rows"] if out.is_file() and only else []
-    rows = [run_row(args, p) for p in paths]
-    done = {r["config"] for r in rows}  # --only: keep the file's other rows
     order = [str(p.relative_to(ROOT)) for p in config_paths()]
-    rows = sorted([*rows, *(r for r in old if r["config"] not in done)],
-                  key=lambda r: order.index(r["config"]) if r["config"] in order else 999)
-    gemm = gemm_diagnostic(rows)
-    result = {"threads": args.threads, "repeats": args.repeats, "quick": args.quick,
-              "default_model_gemm_rate": gemm,
-              "torch": torch.__version__, "python": platform.python_version(),
-              "load_average_at_start": [round(v, 2) for v in load],
-              "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
-              "minutes": round((time.time() - started) / 60, 1), "rows": rows}
-    RESULTS.mkdir(exist_ok=True)
+    rows: list[dict] = []
+    result: dict = {"rows": old}
+    for path in paths:  # the file is rewritten after each row: a cut-short run keeps its rows
+        row = run_row(args, path)
+        row.update(threads=args.threads, repeats=args.repeats, quick=args.quick,
+                   load_average_after=[round(v, 2) for v in os.getloadavg()],
+                   measured=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        rows.append(row)
+        done = {r["config"] for r in rows}  # --only: keep the file's other rows
+        merged = sorted([*rows, *(r for r in old if r["config"] not in done)],
+                        key=lambda r: order.index(r["config"]) if r["config"] in order else 999)
+        result = {"torch": torch.__version__, "python": platform.python_version(),
+                  "load_average_at_start": [round(v, 2) for v in load],
+                  "minutes": round((time.time() - started) / 60, 1), "rows": merged}
+        RESULTS.mkdir(exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    result["default_model_gemm_rate"] = gemm_diagnostic(result["rows"])
     out.write_text(json.dumps(result, indent=2) + "\n")
+    rows = result["rows"]
     print(table(rows))
 
 

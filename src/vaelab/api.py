@@ -58,11 +58,13 @@ from vaelab.summary import summarize
 from vaelab.training import distributed
 from vaelab.training.distributed import pick_device
 from vaelab.training.runs import (
+    CHECKPOINT_FIX,
     RunDir,
     RunError,
     check_resumable,
     checkpoint_stamp,
     load_checkpoint,
+    model_weights,
     resume_config,
 )
 from vaelab.training.speed import accelerate
@@ -102,28 +104,43 @@ class Run:
                  seed: int | None = None) -> dict[str, Any]:
         """The evaluation report of ``split`` (as ``vaelab eval --json``).
 
-        ``limit`` (default ``eval.limit``; 0 = all) evaluates the first points only;
-        ``seed`` (default ``eval.seed``) fixes every draw, so the same call gives the same
-        digits; ``progress`` draws a bar on a terminal, log lines elsewhere.
+        ``limit`` (an integer >= 1; default ``eval.limit``, where 0 = all) evaluates the
+        first points only; ``seed`` (default ``eval.seed``) fixes every draw, so the same
+        call gives the same digits; ``progress`` draws a bar on a terminal, log lines
+        elsewhere.
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ValueError(f"limit={limit!r}: must be an integer >= 1 (the first N points)")
         ev = self.config.eval
         limit = ev.limit if limit is None else limit
-        if limit < 0:
-            raise ConfigError(f"the evaluation limit must be >= 0 (0 = all points), got {limit}")
         x = self.data(split)
         if limit:
             x = x[:limit]
         x = x.to(self.device)
-        model, note = self.model, None
+        model, note, warning = self.model, None, None
         seed = ev.seed if seed is None else seed
         with seeded(seed, self.device):
             if self.config.train.inference == "mean-field":  # no encoder: BBVI for each point
-                from vaelab.inference.refine import BBVI_LR, BBVI_LR_FINAL, fit_posteriors
+                from vaelab.inference.refine import (
+                    BBVI_LR,
+                    BBVI_LR_FINAL,
+                    BBVI_MAX_STEPS,
+                    BBVI_TOL,
+                    fit_posteriors,
+                )
 
-                model = fit_posteriors(self.model, x, steps=ev.refine_steps,
+                model = fit_posteriors(self.model, x, steps=ev.refine_steps or None,
                                        progress=progress)
-                note = (f"q(z|x) per datapoint by BBVI from the prior: {ev.refine_steps} "
-                        f"Adam steps, lr {BBVI_LR} -> {BBVI_LR_FINAL} (cosine)")
+                info = getattr(model, "bbvi", {})
+                budget = (f"{ev.refine_steps} Adam steps" if ev.refine_steps else
+                          f"{info.get('steps')} Adam steps (until a 500-step cycle gained < "
+                          f"{BBVI_TOL} nats per point)")
+                note = (f"q(z|x) per datapoint by BBVI from the prior: {budget}, lr "
+                        f"{BBVI_LR} -> {BBVI_LR_FINAL} (cosine)")
+                if info.get("converged") is False:
+                    warning = (f"BBVI did not converge within {BBVI_MAX_STEPS} steps: the "
+                               "ELBO and log p(x) of this mean-field run are underestimated")
             report = evaluate(model, x, iw_samples=ev.iw_samples if iw_samples is None
                               else iw_samples, batch_size=ev.batch_size,
                               sample_chunk=ev.sample_chunk,
@@ -131,6 +148,8 @@ class Run:
                               kl=evaluation_kl(self.config.objective), progress=progress)
         report["split"] = split
         report["seed"] = seed
+        if warning:
+            report.setdefault("warnings", []).append(warning)
         report["reduction"] = REDUCTION
         report["binarization"] = self.binarization_note()
         if note:
@@ -166,7 +185,12 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
                            f"({meta.get(f'{key}_class', 'a Python module')}); pass one built "
                            f"the same way: load_run(path, {key}=...)")
     try:
-        model = build_model(config.model, tuple(meta["event_shape"]), encoder=encoder,
+        shape = meta.get("event_shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                  and d > 0 for d in shape):
+            raise RunError(f"{run_dir.meta_path} has no valid event_shape (got {shape!r:.60}); "
+                           "the file was edited or damaged")
+        model = build_model(config.model, tuple(shape), encoder=encoder,
                             decoder=decoder)
     except ConfigError as err:
         raise RunError(f"{run_dir.path}: {err}") from None
@@ -178,12 +202,18 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
         load_safetensors(model, weights)
     else:
         state = load_checkpoint(ckpt_path)
-        load_weights(model, state["model"], f"checkpoint {ckpt_path}")
+        load_weights(model, model_weights(state, ckpt_path), f"checkpoint {ckpt_path}")
     model.to(pick_device(device or config.train.device)).eval()
     return Run(path=run_dir.path, config=config, model=model, meta=meta)
 
 
-def load_weights(model: VAE, weights: dict[str, torch.Tensor], what: str) -> None:
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
+def load_weights(model: VAE, weights: dict[str, torch.Tensor], what: str, *,
+                 fix: str = "") -> None:
     """``model.load_state_dict(weights)``, failing with the module whose weights differ."""
     result = model.state_dict()
     missing = [k for k in result if k not in weights]
@@ -195,9 +225,12 @@ def load_weights(model: VAE, weights: dict[str, torch.Tensor], what: str) -> Non
                  for label, keys in (("missing", missing), ("unexpected", unexpected),
                                      ("different shapes", wrong)) if keys]
         raise RunError(f"{what} does not match the model's {' and '.join(names)} "
-                       f"({'; '.join(parts)}); build the {'/'.join(names)} as it was for "
-                       "training (same class and arguments, or the run's config)")
-    model.load_state_dict(weights)
+                       f"({'; '.join(parts)}); " + (fix or f"build the {'/'.join(names)} as "
+                       "it was for training (same class and arguments, or the run's config)"))
+    try:
+        model.load_state_dict(weights)
+    except Exception as err:  # e.g. a dtype torch cannot copy into the parameter
+        raise RunError(f"{what} does not fit the model ({first_line(err)})") from None
 
 
 def given_networks(config: Config, encoder: nn.Module | None,
@@ -472,15 +505,22 @@ def _restore(setup: _Setup, trainer: Trainer, run_dir: RunDir, ctx: distributed.
     if not run_dir.last_checkpoint.is_file():
         raise RunError(f"{run_dir.path} has no checkpoint yet (training stopped before the "
                        "first one); start it again with --overwrite")
-    state = load_checkpoint(run_dir.last_checkpoint)
-    check_resumable(state, run_dir.last_checkpoint, setup.config, ctx.world)
-    setup.model.load_state_dict(state["model"])
-    if "objective" in state:
-        setup.objective.load_state_dict(state["objective"])
-    mode = setup.mode
-    if mode is not None and mode.state is not None and "inference" in state:
-        mode.state.load_state_dict(state["inference"])
-    trainer.load_state_dict(state)
+    path = run_dir.last_checkpoint
+    state = load_checkpoint(path)
+    try:
+        check_resumable(state, path, setup.config, ctx.world)
+        load_weights(setup.model, model_weights(state, path), f"checkpoint {path}")
+        if "objective" in state:
+            setup.objective.load_state_dict(state["objective"])
+        mode = setup.mode
+        if mode is not None and mode.state is not None and "inference" in state:
+            mode.state.load_state_dict(state["inference"])
+        trainer.load_state_dict(state)
+    except RunError:
+        raise
+    except Exception as err:  # a checkpoint whose training state is not what vaelab wrote
+        raise RunError(f"checkpoint {path} cannot be resumed: its training state is damaged "
+                       f"({type(err).__name__}: {first_line(err)}); {CHECKPOINT_FIX}") from None
     if ctx.is_main:
         run_dir.truncate_metrics(trainer.state.epoch)
         run_dir.checkpoints.remove_partial()
@@ -540,12 +580,8 @@ def warm_start(model: VAE, source: str | Path) -> None:
         raise RunError(f"train.init_from={source} has no checkpoint yet; train it first or "
                        "point train.init_from at a finished run")
     state = load_checkpoint(path)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise RunError(f"train.init_from={source}: its weights do not fit this model "
-                       f"({str(err).splitlines()[0].rstrip(':.')}); use the same [model] "
-                       "section as that run") from None
+    load_weights(model, model_weights(state, path), f"checkpoint {path} (train.init_from)",
+                 fix="use the same [model] section as that run")
 
 
 def posterior_snapshots(config: Config, run_dir: RunDir):

@@ -50,12 +50,13 @@ def test_limit_caps_the_points(run, capsys):
     run.config.eval.limit = 7
     try:
         assert run.evaluate("test", iw_samples=4)["n"] == 7
-        assert run.evaluate("test", iw_samples=4, limit=0)["n"] == 24  # 0 = the whole split
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
+            run.evaluate("test", iw_samples=4, limit=0)  # an explicit limit counts points
     finally:
         run.config.eval.limit = 0
     capsys.readouterr()
     assert main(["eval", str(run.path), "--limit", "-1"]) == 2
-    assert "--limit must be >= 0" in capsys.readouterr().err
+    assert "--limit -1: must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_a_short_run_is_evaluated_with_the_smaller_k_and_says_so(run):

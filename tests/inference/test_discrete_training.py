@@ -249,7 +249,7 @@ def test_init_from_a_different_model_or_no_run_fails_before_writing(tiny_npz, tm
     cfg = tiny_config(tiny_npz)
     cfg.model.latent_dim = 3
     cfg.train.init_from = str(first.path)
-    with pytest.raises(RunError, match="do not fit this model.*same \\[model\\] section"):
+    with pytest.raises(RunError, match="does not match the model.*same \\[model\\] section"):
         fit(cfg, out=tmp_path / "second", pictures=False)
     cfg.train.init_from = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="nowhere': must be '' or a vaelab run folder"):

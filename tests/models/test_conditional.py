@@ -16,6 +16,7 @@ from vaelab.cli import main
 from vaelab.config import ConfigError, ModelConfig
 from vaelab.evaluation.evaluate import importance_log_likelihood
 from vaelab.models.hierarchical import HierarchicalVAE
+from vaelab.viz.figures import render
 
 SETTINGS = ("train.epochs=6", "model.latent_dim=4", "model.hidden=[32]", "eval.iw_samples=0")
 
@@ -60,6 +61,8 @@ def test_samples_per_class_follow_the_label(tmp_path, labelled):
                                 for c in range(4)]).flatten(1)
     distances = torch.cdist(sample_means, class_means)  # (label, class)
     assert distances.argmin(0).tolist() == [0, 1, 2, 3], distances
+    (figure,) = render(run, ["classes"], tmp_path / "pics")
+    assert figure.path is not None and figure.path.name == "class-grid.png"
 
 
 def test_conditional_on_data_without_labels_fails_before_anything_is_written(tmp_path,

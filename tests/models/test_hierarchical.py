@@ -23,6 +23,7 @@ from vaelab.inference.objectives import elbo, iwae
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.vae import VAE
 from vaelab.schedules import Progress
+from vaelab.viz.figures import render
 
 EVENT = (1, 8, 8)
 
@@ -163,6 +164,9 @@ def test_a_hierarchical_run_records_per_layer_kl(tmp_path, data):
     assert test["latent_layers"] == [4, 2] and len(test["active_units_per_layer"]) == 2
     assert sum(test["kl_per_layer"]) == pytest.approx(test["kl"], abs=1e-4)
     assert math.isfinite(test["log_likelihood"]) and test["log_likelihood_stderr"] > 0
+    figures = {f.kind: f for f in render(run, ["layers", "classes"], tmp_path / "pics")}
+    assert figures["layers"].path is not None and figures["layers"].path.is_file()
+    assert figures["classes"].path is None and "conditional" in figures["classes"].note
 
 
 def test_iwae_trains_a_hierarchy():

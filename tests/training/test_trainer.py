@@ -73,7 +73,7 @@ def test_unknown_schedule_is_a_clear_error():
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"w": torch.ones(3)})
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}})
 
     def broken(handle):
         handle.write(b"partial")
@@ -81,13 +81,13 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
     with pytest.raises(OSError, match="disk full"):
         atomic_write(path, broken)
-    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary left behind
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"w": torch.ones(1000)})
+    save_checkpoint(path, {"model": {"w": torch.ones(1000)}})
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(RunError, match="corrupt or truncated"):
         load_checkpoint(path)

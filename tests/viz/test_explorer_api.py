@@ -247,8 +247,8 @@ def test_wrong_methods(server):
     assert request(server, "POST", "/", {"z": [0, 0, 0]})[0] == 405
     assert request(server, "POST", "/static/app.js", {})[0] == 405
     assert request(server, "POST", "/api/elsewhere", {})[0] == 404
-    assert request(server, "PUT", "/api/decode", {})[0] == 501
-    assert request(server, "DELETE", "/")[0] == 501
+    assert request(server, "PUT", "/api/decode", {})[0] == 405
+    assert request(server, "DELETE", "/")[0] == 405
 
 
 def test_stalled_clients_neither_hang_nor_block_the_server(server):

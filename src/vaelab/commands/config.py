@@ -66,11 +66,18 @@ def field_docs() -> list[FieldDoc]:
                 continue
             name = stmt.target.id
             end = stmt.end_lineno or stmt.lineno
-            text = [comments.get(end, "")]
+            text = [comments.get(n, "") for n in range(stmt.lineno, end + 1)]
             line = end + 1  # a comment continued on the lines below
             while line in comments and line not in code_lines:
                 text.append(comments[line])
                 line += 1
+            if not any(text):  # a comment written on the lines above the field
+                above: list[str] = []
+                line = stmt.lineno - 1
+                while line in comments and line not in code_lines:
+                    above.insert(0, comments[line])
+                    line -= 1
+                text = above
             docs.append(FieldDoc(f"{section.name}.{name}", _type_name(hints[name]),
                                  getattr(obj, name), " ".join(t for t in text if t)))
     return docs

@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.iw_samples is not None and args.iw_samples < 0:
         raise ValueError(f"--iw-samples must be >= 0, got {args.iw_samples}")
-    if args.limit is not None and args.limit < 0:
-        raise ValueError(f"--limit must be >= 0 (0 = all points), got {args.limit}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: must be an integer >= 1 (the first N points "
+                         "of the split); leave it out to evaluate the whole split")
     run_ = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
     report = run_.evaluate(args.split, iw_samples=args.iw_samples, limit=args.limit,
                            seed=args.seed)

@@ -67,11 +67,17 @@ def layer_kls(trace: Trace, mode: str = "auto") -> list[torch.Tensor]:
 
 def log_weights(trace: Trace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log w, log p(x|z_1), log p(z) - log q(z|x)) of each draw, (K, B) each."""
+    log_w, log_px_z, _ = _log_weight_terms(trace)
+    return log_w, log_px_z, log_w - log_px_z
+
+
+def _log_weight_terms(trace: Trace) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(log w, log p(x|z_1), [log p(z_l|.) - log q(z_l|.)] per layer), each (K, B)."""
     log_px_z = trace.px.log_prob(trace.x)
+    per_layer = [layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
+                 for layer in trace.layers]
     # cast: sum() of tensors (one per layer, at least one) is a tensor, not the start 0
-    log_ratio = cast(torch.Tensor, sum(layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
-                                       for layer in trace.layers))
-    return log_px_z + log_ratio, log_px_z, log_ratio
+    return log_px_z + cast(torch.Tensor, sum(per_layer)), log_px_z, per_layer
 
 
 def _check(estimator) -> None:
@@ -106,12 +112,12 @@ def layered_iwae(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 5, b
     (warm-up) trains on log p(x|z_1) + beta (log p(z) - log q(z|x))."""
     _check(estimator or Pathwise())
     trace = model.trace(x, samples, sharded_draw)
-    log_w, log_px_z, log_ratio = log_weights(trace)
+    log_w, log_px_z, per_layer = _log_weight_terms(trace)  # each log-density computed once
+    log_ratio = log_w - log_px_z
     bound = torch.logsumexp(log_w, 0) - math.log(samples)
     log_w_train = log_w if beta == 1.0 else log_px_z + beta * log_ratio
     loss = -(torch.logsumexp(log_w_train, 0) - math.log(samples)).mean()
-    layer_kl = [(layer.q.log_prob(layer.z) - layer.p.log_prob(layer.z)).mean(0).detach()
-                for layer in trace.layers]
+    layer_kl = [-t.mean(0).detach() for t in per_layer]
     return LayeredOutput(loss=loss, bound=bound.detach(), rec=log_px_z.mean(0).detach(),
                          kl=(-log_ratio).mean(0).detach(), layer_kl=layer_kl)
 

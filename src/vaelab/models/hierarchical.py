@@ -296,7 +296,7 @@ class HierarchicalVAE(nn.Module):
         if self.classes:
             labels = torch.arange(n, device=z.device) % self.classes if labels is None \
                 else labels
-            y = torch.nn.functional.one_hot(labels, self.classes).to(z.dtype)
+            y = torch.nn.functional.one_hot(labels.to(z.device), self.classes).to(z.dtype)
         px = self._px(z, y)
         return px.mean if mean else px.sample()
 

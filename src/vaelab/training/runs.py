@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickletools
 import re
 import secrets
 import shutil
 import tempfile
-import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,6 @@ import torch
 from vaelab.config import Config, ConfigError, apply_dict, config_from_dict, parse_override
 
 CHECKPOINT_DIR = "checkpoints"
-# Test hook: seconds to pause after a checkpoint's bytes are written to its temporary file,
-# before fsync and rename (the crash-safety test kills training inside this window).
-_PAUSE_ENV = "VAELAB_TEST_CHECKPOINT_PAUSE"
 
 
 class RunError(ValueError):
@@ -103,25 +102,98 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    def write(handle) -> None:
-        torch.save(payload, handle)
-        if os.environ.get(_PAUSE_ENV):
-            handle.flush()
-            time.sleep(float(os.environ[_PAUSE_ENV]))
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
-    atomic_write(path, write)
+
+CHECKPOINT_FIX = "copy an older checkpoints/step-*.pt over it, or start a new run"
+# references a torch checkpoint's pickle makes to rebuild tensors (the weights-only loader
+# admits these); anything else is an object vaelab does not load
+_TORCH_GLOBALS = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set")
+
+
+def pickled_globals(data: bytes) -> list[str] | None:
+    """The classes and functions a pickle refers to, read with ``pickletools`` (nothing is
+    executed); None when the bytes are not a whole pickle."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                strings.append(str(arg))
+            elif op.name in ("GLOBAL", "INST"):
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL":
+                names.append(".".join(strings[-2:]))
+    except Exception:  # truncated or not a pickle at all
+        return None
+    return names
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle inside a checkpoint: data.pkl of torch's zip format, else the file."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith("data.pkl"):
+                    return archive.read(name)
+        return b""
+    return path.read_bytes()
+
+
+def _refusal(path: Path) -> RunError:
+    """Why torch's weights-only loader refused ``path``: foreign objects, or damage."""
+    try:
+        names = pickled_globals(_pickle_bytes(path))
+    except (OSError, zipfile.BadZipFile, KeyError):
+        names = None
+    foreign = sorted({n for n in names or [] if not n.startswith(_TORCH_GLOBALS)})
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        return RunError(f"checkpoint {path} holds Python objects vaelab does not load "
+                        f"({shown}): it is not a vaelab checkpoint, or it was altered; nothing "
+                        f"in it was run. Use a checkpoint vaelab wrote: {CHECKPOINT_FIX}")
+    return RunError(f"checkpoint {path} is corrupt or truncated (not a complete PyTorch "
+                    f"checkpoint); {CHECKPOINT_FIX}")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint without executing code (``weights_only=True``)."""
+    """A checkpoint's contents, loaded without executing code (``weights_only=True``).
+
+    Raises RunError naming the file when it is missing, empty, damaged, holds objects other
+    than tensors and plain containers (a pickle with code is refused unread), or is not a
+    dict; ``model_weights`` then checks the model's entry.
+    """
     if not path.is_file():
         raise RunError(f"checkpoint {path} not found")
+    if path.stat().st_size == 0:
+        raise RunError(f"checkpoint {path} is empty (0 bytes): a copy or write did not "
+                       f"finish; {CHECKPOINT_FIX}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for torn or foreign files
-        raise RunError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}); "
-                       "copy an older checkpoints/step-*.pt over it, or start a new run"
-                       ) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns on pickle protocols it does not use
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises several types for torn or foreign files
+        raise _refusal(path) from None
+    if not isinstance(state, dict):
+        raise RunError(f"checkpoint {path} is not a vaelab checkpoint: it holds an object of "
+                       f"type {type(state).__name__}, not a dict with the model's weights "
+                       f"under 'model'; {CHECKPOINT_FIX}")
+    return state
+
+
+def model_weights(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The model's state dict in checkpoint ``state`` (from ``path``), or RunError saying
+    what the file holds instead."""
+    what = f"checkpoint {path} is not a vaelab checkpoint"
+    if "model" not in state:
+        keys = ", ".join(repr(k) for k in list(state)[:4]) or "none"
+        raise RunError(f"{what}: it has no 'model' entry (keys: {keys}); {CHECKPOINT_FIX}")
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise RunError(f"{what}: its 'model' entry (of type {type(weights).__name__}) is not "
+                       f"named tensors (a state dict); {CHECKPOINT_FIX}")
+    return weights
 
 
 # ---- checkpoints of a run: step files, last and best, and what a resume checks -------------
@@ -380,7 +452,18 @@ class RunDir:
         return path
 
     def read_json(self, name: str) -> dict[str, Any]:
-        return json.loads((self.path / name).read_text())
+        path = self.path / name
+        try:
+            value = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise RunError(f"{path} not found; the run folder is incomplete (copy it whole, "
+                           "or train it again)") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise RunError(f"{path} is not valid JSON ({type(err).__name__}); the file was "
+                           "edited or damaged") from None
+        if not isinstance(value, dict):
+            raise RunError(f"{path} holds a {type(value).__name__}, not a JSON object")
+        return value
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as handle:

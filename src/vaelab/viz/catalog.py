@@ -32,6 +32,11 @@ PICTURES: dict[str, Picture] = {
     "kl": Picture("kl-per-dimension.png", "KL(q||p) split over latent dimensions."),
     "sweep": Picture("class-sweep.png", "Categorical latent: each class of each variable "
                                         "decoded."),
+    "layers": Picture("layer-samples.png", "Hierarchical: each row holds the top layer z_L "
+                                           "fixed and resamples the layers below (what the "
+                                           "lower layers add)."),
+    "classes": Picture("class-grid.png", "Conditional: samples under each label, one row "
+                                         "per class."),
 }
 # pictures drawn by other steps (end of training for 2-D latents, `vaelab gap`)
 OTHER_PICTURES: dict[str, Picture] = {

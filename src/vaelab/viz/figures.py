@@ -28,7 +28,7 @@ from vaelab.viz.catalog import FILENAMES, PICTURES
 KINDS = tuple(PICTURES)
 # what `vaelab train` draws at the end of a run (all of them, cheap ones first)
 TRAIN_KINDS = ("samples", "reconstructions", "curves", "scatter", "grid", "interpolation",
-               "kl", "sweep", "animation")
+               "kl", "sweep", "animation", "layers", "classes")
 
 
 @dataclass
@@ -202,6 +202,20 @@ class RunPictures:
         n = min(x.shape[0], mc_points) if mixture else x.shape[0]
         return plots.plot_kl_per_dimension(values, stderr, kind, path, unit=unit,
                                            over=f"{n} {self.split} points")
+
+    def layers(self, path: Path) -> Path:
+        if getattr(self.model, "depth", 1) < 2:
+            raise plots.NotApplicable("the layer picture is for hierarchical models "
+                                      "(model.latent_layers with two or more entries)")
+        self.require_image()
+        return plots.plot_top_fixed(self.model, path, rows=8, cols=8)
+
+    def classes(self, path: Path) -> Path:
+        if not getattr(self.model, "classes", 0):
+            raise plots.NotApplicable("the class grid is for conditional models "
+                                      "(model.conditional=true)")
+        self.require_image()
+        return plots.plot_class_grid(self.model, path, per_class=self.options.n or 10)
 
     def sweep(self, path: Path) -> Path:
         if not is_categorical_model(self.model):

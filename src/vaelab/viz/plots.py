@@ -74,6 +74,26 @@ def plot_samples(model: VAE, path: Path, n: int = 64) -> Path:
     return save_grid(model.sample(n), path, ncols=8, title="samples: E[x|z], z ~ p(z)")
 
 
+@torch.no_grad()
+def plot_top_fixed(model, path: Path, rows: int = 8, cols: int = 8) -> Path:
+    """Hierarchical model: row r holds one draw of the top layer z_L ~ p(z_L) fixed, its
+    columns resample every layer below (``model.sample(top=...)``)."""
+    require_image(model.event_shape)
+    top = model.prior().sample((rows,))  # (rows, d_L)
+    images = model.sample(rows * cols, top=top.repeat_interleave(cols, 0))
+    return save_grid(images, path, ncols=cols,
+                     title="each row: z_L fixed, lower layers resampled")
+
+
+@torch.no_grad()
+def plot_class_grid(model, path: Path, per_class: int = 10) -> Path:
+    """Conditional model: row c is ``per_class`` samples E[x|z, y=c], z ~ p(z)."""
+    require_image(model.event_shape)
+    labels = torch.arange(model.classes).repeat_interleave(per_class)
+    images = model.sample(labels.numel(), labels=labels)
+    return save_grid(images, path, ncols=per_class, title="samples per label (one row each)")
+
+
 def plot_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -> Path:
     """Rows of originals over their reconstructions."""
     require_image(model.event_shape)

@@ -11,8 +11,9 @@ Routes::
 
 Static files are read into memory at start-up and served only from that table, so no
 request path ever reaches the file system (no traversal). Bad requests get 400 and a JSON
-``{"error": message}``; each connection has a socket timeout, so a slow or stalled client
-cannot hang the server.
+``{"error": message}`` (JSON nested too deeply to parse included); any method but GET, HEAD
+and POST gets 405 with an ``Allow`` header; each connection has a socket timeout, so a slow
+or stalled client cannot hang the server. No client input yields a 5xx.
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ def make_handler(explorer: Explorer, *, request_timeout: float, check_host: bool
                 self.send_json(err.status, {"error": str(err)}, err.headers)
             except (ConnectionError, TimeoutError):
                 self.close_connection = True
+            except RecursionError:
+                with contextlib.suppress(OSError):
+                    self.send_json(400, {"error": "request nested too deeply"})
             except Exception as err:  # report it and keep serving
                 sys.stderr.write(f"explorer: internal error on {self.command} {self.path}: "
                                  f"{type(err).__name__}: {err}\n")
@@ -168,6 +172,9 @@ def make_handler(explorer: Explorer, *, request_timeout: float, check_host: bool
                 body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
             except BadRequest:
                 raise
+            except RecursionError:
+                raise BadRequest("body is nested too deeply; send a flat JSON object such as "
+                                 "{\"z\": [0.5, -1.0]}") from None
             except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
                 raise BadRequest(f"body is not valid JSON: {str(err)[:120]}") from None
             if not isinstance(body, dict):
@@ -180,6 +187,30 @@ def make_handler(explorer: Explorer, *, request_timeout: float, check_host: bool
                 return parts.path, parse_qs(parts.query, max_num_fields=10)
             except ValueError:
                 raise BadRequest("too many query parameters") from None
+
+        def send_error(self, code: int, message: str | None = None,
+                       explain: str | None = None) -> None:
+            # the standard library answers an HTTP version it does not speak with 505: that
+            # is the client's request, so a 400 (no client input gets a 5xx)
+            if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:
+                code, message = HTTPStatus.BAD_REQUEST, "unsupported HTTP version; use HTTP/1.1"
+            super().send_error(code, message, explain)
+
+        def __getattr__(self, name: str):
+            # any other method (PUT, DELETE, PATCH, OPTIONS, TRACE, ...): 405, not 501
+            if name.startswith("do_"):
+                return self.refuse_method
+            raise AttributeError(name)
+
+        def refuse_method(self) -> None:
+            self.close_connection = True  # a body we do not read must not become a request
+            self.handle_safely(self.route_refused)
+
+        def route_refused(self) -> None:
+            path, _ = self.split_path()
+            allow = "POST" if path in ("/api/decode", "/api/interpolate") else "GET, HEAD"
+            raise HTTPProblem(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command[:20]} is not "
+                              f"allowed here; {path[:80]} takes {allow}", {"Allow": allow})
 
         # -- routes ------------------------------------------------------------------------
         def do_GET(self) -> None:
