@@ -15,6 +15,7 @@ import torch
 
 from vaelab import console
 from vaelab.evaluation import layered
+from vaelab.evaluation.chunked import chunked_log_mean_exp
 from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.kl import kl_term
@@ -76,19 +77,16 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
     for xb in _batches(x, batch_size):
         q = model.encode(xb)
         prior = model.prior()
-        acc = None
-        for start in range(0, samples, sample_chunk):
-            k = min(sample_chunk, samples - start)
+
+        def log_w(k: int, xb: torch.Tensor = xb, q: Any = q, prior: Any = prior) -> torch.Tensor:
             z = q.sample((k,))  # (k, B, *latent)
-            log_w = model.decode(z).log_prob(xb) + prior.log_prob(z) - q.log_prob(z)
-            chunk = torch.logsumexp(log_w, 0)
-            acc = chunk if acc is None else torch.logaddexp(acc, chunk)
-        if acc is None:  # no chunk drawn
-            raise ValueError(f"samples must be at least 1, got {samples}")
-        results.append(acc - math.log(samples))
+            return model.decode(z).log_prob(xb) + prior.log_prob(z) - q.log_prob(z)
+
+        results.append(chunked_log_mean_exp(log_w, samples, sample_chunk))
         bar.update(xb.shape[0])
     bar.close()
     return torch.cat(results)
+
 
 
 @torch.no_grad()

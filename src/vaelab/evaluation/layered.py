@@ -12,12 +12,12 @@ collapse warning that names the layer.
 
 from __future__ import annotations
 
-import math
 from typing import cast
 
 import torch
 
 from vaelab import console
+from vaelab.evaluation.chunked import chunked_log_mean_exp
 from vaelab.evaluation.diagnostics import COLLAPSE_FRACTION
 from vaelab.inference.layered import layer_kls, log_weights
 from vaelab.models.hierarchical import HierarchicalVAE
@@ -60,15 +60,10 @@ def importance_log_likelihood(model: HierarchicalVAE, x: torch.Tensor, *, sample
     bar = console.progress(x.shape[0], f"log p(x), K={samples}", enabled=progress,
                            log_lines=True)
     for xb in _batches(x, batch_size):
-        acc = None
-        for start in range(0, samples, sample_chunk):
-            k = min(sample_chunk, samples - start)
-            log_w = log_weights(model.trace(xb, k, _sample))[0]  # (k, B)
-            chunk = torch.logsumexp(log_w, 0)
-            acc = chunk if acc is None else torch.logaddexp(acc, chunk)
-        if acc is None:  # no chunk drawn
-            raise ValueError(f"samples must be at least 1, got {samples}")
-        results.append(acc - math.log(samples))
+        def log_w(k: int, xb: torch.Tensor = xb) -> torch.Tensor:
+            return log_weights(model.trace(xb, k, _sample))[0]  # (k, B)
+
+        results.append(chunked_log_mean_exp(log_w, samples, sample_chunk))
         bar.update(xb.shape[0])
     bar.close()
     return torch.cat(results)
