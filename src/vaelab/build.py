@@ -28,6 +28,8 @@ from vaelab.config import (
     check_fields,
     check_section,
 )
+from vaelab.data.errors import DataError
+from vaelab.data.splits import check_fractions
 from vaelab.inference.baselines import build_baseline
 from vaelab.inference.estimators import (
     ESTIMATORS,
@@ -80,6 +82,10 @@ def validate(config: Config) -> Config:
     CUDA) are made where those are known, still before any file is written.
     """
     check_fields(config, on_disk=True)
+    try:
+        check_fractions(config.data.split_fractions)
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
     m = config.model
     # model.label_classes=0 is read from the training labels later (api.fit)
     if len(check_latent_layers(dataclasses.replace(m, label_classes=m.label_classes or 2))) > 1:

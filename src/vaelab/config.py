@@ -106,6 +106,7 @@ Natural = Annotated[int, Range(ge=0)]  # 0, 1, 2, ... (0 is usually "off" or "al
 PositiveFloat = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 Seed = Annotated[int, Range(ge=0, lt=2**63)]
+Share = Annotated[float, Range(ge=0, le=1)]  # a fraction of a whole, 0 to 1
 
 _SPLIT = re.compile(r"^[A-Za-z0-9_+-]+$")
 
@@ -170,6 +171,9 @@ class DataConfig:
     binarize_seed: Seed = 0  # seed of the fixed binarization of evaluation (and static) data
     data_dir: Directory = ""  # a directory to look in first ("" = the known places, cache)
     train_limit: Natural = 0  # train on the first N points of train_split only (0 = all)
+    # a file of one array (no splits of its own): train, valid, test shares of a seeded split
+    split_fractions: list[Share] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: Seed = 0  # seed of that split's permutation of the rows
 
 
 @dataclass
