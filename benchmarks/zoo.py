@@ -89,6 +89,9 @@ def skip_reason(path: Path) -> str:
     from vaelab.data import dataset_status
 
     cfg = load_config(path)
+    if len(cfg.model.latent_layers) > 1 or cfg.model.conditional:
+        return "hierarchical and conditional models have their own plain twin: " \
+               "`python benchmarks/hierarchical_speed.py`"
     status = {s.name: s for s in dataset_status(data_dir=cfg.data.data_dir or None)}
     if cfg.data.name in status and not status[cfg.data.name].available:
         return f"{cfg.data.name} is not on this machine and the benchmark runs offline " \
