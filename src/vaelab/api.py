@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from vaelab import console, rng
 from vaelab.build import (
     GIVEN,
+    bbvi_estimator,
     build_model,
     build_objective,
     check_estimator,
@@ -69,7 +70,7 @@ from vaelab.training.runs import (
 )
 from vaelab.training.speed import accelerate
 from vaelab.training.trackers import Trackers, check_loggers
-from vaelab.training.trainer import Trainer
+from vaelab.training.trainer import StepHook, Trainer
 from vaelab.training.weights import (
     EXPORT_FILES,
     WEIGHTS_FILE,
@@ -77,6 +78,9 @@ from vaelab.training.weights import (
     save_safetensors,
     versions,
 )
+
+if TYPE_CHECKING:  # annotations only: viz/ is imported when a run needs pictures
+    from vaelab.viz.snapshots import PosteriorSnapshots
 
 
 @dataclass
@@ -127,11 +131,14 @@ class Run:
                     BBVI_LR_FINAL,
                     BBVI_MAX_STEPS,
                     BBVI_TOL,
+                    bbvi_samples,
                     fit_posteriors,
                 )
 
+                estimator = bbvi_estimator(self.model.posterior,
+                                           bbvi_samples(self.model.posterior, None))
                 model = fit_posteriors(self.model, x, steps=ev.refine_steps or None,
-                                       progress=progress)
+                                       progress=progress, estimator=estimator)
                 info = getattr(model, "bbvi", {})
                 budget = (f"{ev.refine_steps} Adam steps" if ev.refine_steps else
                           f"{info.get('steps')} Adam steps (until a 500-step cycle gained < "
@@ -584,7 +591,7 @@ def warm_start(model: VAE, source: str | Path) -> None:
                  fix="use the same [model] section as that run")
 
 
-def posterior_snapshots(config: Config, run_dir: RunDir):
+def posterior_snapshots(config: Config, run_dir: RunDir) -> PosteriorSnapshots | None:
     """The snapshot recorder for the posterior animation, or None (train.snapshot_every=0)."""
     if config.train.snapshot_every <= 0:
         return None
@@ -597,7 +604,8 @@ def posterior_snapshots(config: Config, run_dir: RunDir):
                               config.train.snapshot_every)
 
 
-def grad_variance_hook(config: Config, model: VAE, objective, dynamic: bool):
+def grad_variance_hook(config: Config, model: VAE, objective: nn.Module,
+                       dynamic: bool) -> StepHook | None:
     """A trainer step hook measuring the gradient variance every
     ``train.grad_variance_every`` steps on the current batch (None when off). It runs on a
     forked RNG, so training follows the same random stream with or without it."""
@@ -606,7 +614,7 @@ def grad_variance_hook(config: Config, model: VAE, objective, dynamic: bool):
         return None
     from vaelab.evaluation.gradients import measure, variance_record
 
-    def hook(trainer: Trainer, batch: torch.Tensor, progress: Progress):
+    def hook(trainer: Trainer, batch: torch.Tensor, progress: Progress) -> dict[str, Any] | None:
         if progress.step % every:
             return None
         with torch.random.fork_rng(devices=[]):

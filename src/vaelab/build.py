@@ -21,8 +21,10 @@ from torch.distributions import Independent
 
 from vaelab import rng
 from vaelab.config import (
+    BaselineName,
     Config,
     ConfigError,
+    KLName,
     ModelConfig,
     ObjectiveConfig,
     check_fields,
@@ -363,7 +365,7 @@ def temperature_schedule(cfg: ObjectiveConfig) -> TemperatureSchedule:
         raise ConfigError(f"objective.temperature_min/_rate/_every: {err}") from None
 
 
-def evaluation_kl(cfg: ObjectiveConfig) -> str:
+def evaluation_kl(cfg: ObjectiveConfig) -> KLName:
     """The KL mode for evaluating the model (validation, test): the discrete model's
     closed form when training used the relaxation's KL (``objective.kl=relaxed``)."""
     return "analytic" if cfg.kl == "relaxed" else cfg.kl
@@ -407,6 +409,17 @@ def build_estimator(cfg: ObjectiveConfig, event_shape: tuple[int, ...] | None = 
                           f"score-function estimator, not for {estimator_name}; set "
                           "objective.estimator=score-function or objective.baseline=none")
     return ESTIMATORS[estimator_name]()
+
+
+def bbvi_estimator(family: LatentFamily, samples: int) -> Estimator:
+    """The gradient estimator of black-box VI (Ranganath et al. 2014, inference/refine.py):
+    pathwise for a reparameterizable q, else the score-function estimator with the
+    leave-one-out baseline when it has K >= 2 samples to leave out (none with K = 1)."""
+    if not family.discrete:
+        return build_estimator(ObjectiveConfig(estimator="pathwise"))
+    baseline: BaselineName = "leave-one-out" if samples > 1 else "none"
+    return build_estimator(ObjectiveConfig(estimator="score-function", baseline=baseline,
+                                           samples=samples))
 
 
 def check_estimator(cfg: ObjectiveConfig, model: VAE) -> None:

@@ -40,7 +40,7 @@ def version_line() -> str:
     return f"vaelab {of('vaelab')} (torch {of('torch')}, Python {platform.python_version()})"
 
 
-def add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quiet", "-q", action="store_true", default=default,
                        help="only warnings and errors: no progress bars, no epoch lines")

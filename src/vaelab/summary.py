@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vaelab.build import build_objective
+from vaelab.config import Config
 from vaelab.data import ArrayDataset
 from vaelab.data.prepare import eval_split, load_split, uses_binarization
 from vaelab.evaluation.evaluate import REDUCTION
@@ -64,7 +65,7 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
 SHORT_RUN_SECONDS = 60.0
 
 
-def final_iw_samples(config, train_seconds: float) -> tuple[int, str]:
+def final_iw_samples(config: Config, train_seconds: float) -> tuple[int, str]:
     """K for the end-of-training log-likelihood, and a note when it is not eval.iw_samples:
     a run trained for seconds should not spend minutes on K=1000 over the test set."""
     ev = config.eval

@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from linear_gaussian import LinearGaussian
-from vaelab.build import build_model
+from vaelab.build import bbvi_estimator, build_model
 from vaelab.config import ModelConfig
 from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood
 from vaelab.evaluation.gaps import (
@@ -34,6 +34,8 @@ from vaelab.evaluation.gaps import (
     smooth,
     steps_to_reach,
 )
+from vaelab.inference.baselines import LeaveOneOut
+from vaelab.inference.estimators import ScoreFunction
 from vaelab.inference.objectives import elbo
 from vaelab.inference.refine import (
     LookupEncoder,
@@ -367,8 +369,12 @@ def test_bbvi_on_one_categorical_variable_reaches_the_exact_posterior():
     samples = bbvi_samples(model.posterior, None)
     assert samples == 8
     torch.manual_seed(1)
+    with pytest.raises(RefinementError, match=r"pass estimator=vaelab.build.bbvi_estimator"):
+        refine(model, x, initial_params(model, x, "prior"), steps=1, lr=0.1, samples=samples)
+    estimator = bbvi_estimator(model.posterior, samples)
+    assert isinstance(estimator, ScoreFunction) and isinstance(estimator.baseline, LeaveOneOut)
     res = refine(model, x, initial_params(model, x, "prior"), steps=300, lr=0.1, lr_final=1e-3,
-                 samples=samples)
+                 samples=samples, estimator=estimator)
     q = model.posterior(res.params).base_dist.probs.squeeze(1)  # (10, 4)
     kl = (q * (q.log() - posterior.log())).sum(-1)  # = log p(x) - ELBO(q)
     assert kl.max() < KL_TOL, kl

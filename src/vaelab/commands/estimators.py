@@ -11,7 +11,11 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only
+    from vaelab.config import Config
+    from vaelab.models.vae import VAE
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +57,8 @@ def _split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-def load_target(target: str, overrides: list[str], checkpoint: str):
+def load_target(target: str, overrides: list[str],
+                checkpoint: str) -> tuple[Config, VAE, Path]:
     """(config, model, default out folder) from a run folder or a config file."""
     from vaelab.api import load_run
     from vaelab.build import build_model, validate

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from vaelab.build import build_objective, evaluation_kl
+from vaelab.config import BaselineName, EstimatorName, ObjectiveConfig
 from vaelab.evaluation.gradients import fit_baseline, measure
 from vaelab.inference.estimators import GumbelSoftmax, StraightThrough
 from vaelab.schedules import Progress
@@ -27,8 +28,8 @@ DISCRETE_ESTIMATORS = ("score-function", "gumbel-softmax", "straight-through")
 class Variant:
     """One estimator to measure: its name, its baseline (score-function only) and K."""
 
-    estimator: str
-    baseline: str = "none"
+    estimator: str  # a name in inference.estimators.ESTIMATORS (checked by the caller)
+    baseline: str = "none"  # a name in inference.baselines.BASELINES
     samples: int = 1
 
     @property
@@ -58,7 +59,8 @@ def reference_variant(discrete: bool, samples: int) -> Variant:
     return Variant("score-function", "leave-one-out", max(samples, 10))
 
 
-def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list: list[Variant],
+def compare_estimators(model: nn.Module, base_cfg: ObjectiveConfig, x: torch.Tensor,
+                       variant_list: list[Variant],
                        *, draws: int, reference_draws: int, baseline_steps: int = 300,
                        progress: Progress | None = None, seed: int = 0,
                        event_shape: tuple[int, ...] | None = None,
@@ -78,8 +80,8 @@ def compare_estimators(model: nn.Module, base_cfg, x: torch.Tensor, variant_list
         # reference) use the discrete model's exact KL
         relaxed = v.estimator in (GumbelSoftmax.name, StraightThrough.name)
         kl = base_cfg.kl if relaxed else evaluation_kl(base_cfg)
-        cfg = replace(base_cfg, estimator=v.estimator, baseline=v.baseline, samples=v.samples,
-                      kl=kl)
+        cfg = replace(base_cfg, estimator=cast(EstimatorName, v.estimator),
+                      baseline=cast(BaselineName, v.baseline), samples=v.samples, kl=kl)
         return build_objective(cfg, event_shape, discrete=discrete).to(x.dtype)
 
     ref_v = reference_variant(discrete, base_cfg.samples)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from vaelab.build import bbvi_estimator
 from vaelab.evaluation.evaluate import elbo_terms, importance_log_likelihood, mean_and_stderr
 from vaelab.inference.refine import (
     BBVI_LR,
@@ -78,13 +80,14 @@ def measure(model: VAE, x: torch.Tensor, *, steps: int = BBVI_STEPS, lr: float =
     samples = bbvi_samples(check_table_family(model.posterior), samples)
     if steps < 1:
         raise RefinementError(f"--steps must be at least 1, got {steps}")
+    estimator = bbvi_estimator(model.posterior, samples)
     with frozen(model):  # the decoder is fixed; only lambda is optimised
         return _measure(model, x, steps, lr, lr_final, samples, eval_samples, iw_samples,
-                        batch_size, from_prior, progress)
+                        batch_size, from_prior, progress, estimator)
 
 
 @contextmanager
-def frozen(model: VAE):
+def frozen(model: VAE) -> Iterator[VAE]:
     """The model in eval mode with no parameter requiring grad; restored afterwards."""
     flags = [p.requires_grad for p in model.parameters()]
     training = model.training
@@ -98,7 +101,7 @@ def frozen(model: VAE):
 
 
 def _measure(model, x, steps, lr, lr_final, samples, eval_samples, iw_samples, batch_size,
-             from_prior, progress) -> dict[str, Any]:
+             from_prior, progress, estimator) -> dict[str, Any]:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     lam0 = encoder_init(model, x, batch_size=batch_size)
@@ -107,7 +110,8 @@ def _measure(model, x, steps, lr, lr_final, samples, eval_samples, iw_samples, b
 
     start = time.perf_counter()
     enc = refine_dataset(model, x, lam0, steps=steps, lr=lr, lr_final=lr_final,
-                         samples=samples, batch_size=batch_size, progress=progress)
+                         samples=samples, batch_size=batch_size, progress=progress,
+                         estimator=estimator)
     optimised = elbo_at(model, x, enc.params, samples=eval_samples,
                         batch_size=batch_size)["elbo"]
     seconds["refine_from_encoder"] = time.perf_counter() - start
@@ -117,7 +121,8 @@ def _measure(model, x, steps, lr, lr_final, samples, eval_samples, iw_samples, b
     if from_prior:
         start = time.perf_counter()
         pri = refine_dataset(model, x, "prior", steps=steps, lr=lr, lr_final=lr_final,
-                             samples=samples, batch_size=batch_size, progress=progress)
+                             samples=samples, batch_size=batch_size, progress=progress,
+                         estimator=estimator)
         from_prior_elbo = elbo_at(model, x, pri.params, samples=eval_samples,
                                   batch_size=batch_size)["elbo"]
         seconds["refine_from_prior"] = time.perf_counter() - start

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +44,7 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 
 @contextmanager
-def frozen(module: nn.Module | None):
+def frozen(module: nn.Module | None) -> Iterator[None]:
     """Evaluation mode for ``module`` (baselines stop updating running statistics)."""
     if module is None:
         yield

@@ -22,12 +22,17 @@ import torch
 from torch import nn
 
 from vaelab.config import Config, ConfigError, InferenceName
+from vaelab.inference.objectives import ObjectiveOutput
 from vaelab.inference.refine import PerDatapointParams, check_table_family, refine, with_params
 from vaelab.models.vae import VAE
 from vaelab.schedules import Progress
 
 MODES = typing.get_args(InferenceName)  # ("amortized", "semi-amortized", "mean-field")
 Prepare = Callable[[torch.Tensor], torch.Tensor]
+# the configured objective (build.ConfiguredObjective): (model, x, progress) -> ObjectiveOutput
+ModeObjective = Callable[[VAE, torch.Tensor, Progress], ObjectiveOutput]
+# one training step: (batch, progress) -> (loss, per-datapoint metrics), as the trainer calls it
+StepFn = Callable[[typing.Any, Progress], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def check_mode(config: Config, n_train: int, world: int = 1) -> str:
@@ -63,11 +68,11 @@ class SemiAmortized:
     validates = True  # the encoder exists, so the usual validation ELBO is meaningful
     state: nn.Module | None = None
 
-    def __init__(self, config: Config, model: VAE, objective):
+    def __init__(self, config: Config, model: VAE, objective: ModeObjective):
         check_table_family(model.posterior)
         self.t, self.model, self.objective = config.train, model, objective
 
-    def step_fn(self, prepare: Prepare):
+    def step_fn(self, prepare: Prepare) -> StepFn:
         t, model, objective = self.t, self.model, self.objective
 
         def step(batch: torch.Tensor, progress: Progress):
@@ -103,13 +108,13 @@ class MeanField:
     with_indices = True
     validates = False  # no encoder: a validation ELBO would need BBVI on every epoch
 
-    def __init__(self, config: Config, model: VAE, objective, n_train: int):
+    def __init__(self, config: Config, model: VAE, objective: ModeObjective, n_train: int):
         self.t, self.model, self.objective = config.train, model, objective
         self.table = PerDatapointParams(model.posterior, n_train, init="prior")
         self.table.params.requires_grad_(False)  # updated by the E-step, not the optimizer
         self.state: nn.Module | None = self.table
 
-    def step_fn(self, prepare: Prepare):
+    def step_fn(self, prepare: Prepare) -> StepFn:
         t, model, objective, table = self.t, self.model, self.objective, self.table
 
         def step(batch: tuple[torch.Tensor, torch.Tensor], progress: Progress):
@@ -131,7 +136,7 @@ class MeanField:
         return step
 
 
-def build_mode(config: Config, model: VAE, objective, n_train: int,
+def build_mode(config: Config, model: VAE, objective: ModeObjective, n_train: int,
                world: int = 1) -> SemiAmortized | MeanField | None:
     """The training mode's step builder, or None for amortized training."""
     mode = check_mode(config, n_train, world)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from vaelab.inference.estimators import ESTIMATORS, Estimator, Pathwise
+from vaelab.inference.estimators import Estimator, Pathwise
 from vaelab.inference.objectives import ObjectiveOutput, elbo
 from vaelab.models.latents import LatentFamily
 from vaelab.models.vae import VAE
@@ -173,18 +173,15 @@ class PerDatapointParams(nn.Module):
         self.params[idx] = values.detach().to(self.params)
 
 
-def default_estimator(q: Distribution, samples: int) -> Estimator:
-    """Pathwise when q can be reparameterized; otherwise the score-function estimator
-    (BBVI as in Ranganath et al. 2014), with the leave-one-out baseline when K > 1."""
+def pathwise_or_refuse(q: Distribution) -> Estimator:
+    """The estimator when the caller names none: pathwise, which needs a q with rsample.
+    A discrete q needs the score-function estimator, whose baseline is a configuration
+    choice made in one place: ``vaelab.build.bbvi_estimator``."""
     if q.has_rsample:
         return Pathwise()
-    if "score-function" not in ESTIMATORS:
-        raise RefinementError(f"{type(q).__name__} has no rsample and no score-function "
-                              "estimator is registered; refinement needs one of them")
-    from vaelab.inference.baselines import LeaveOneOut
-
-    baseline = LeaveOneOut(samples) if samples > 1 else None
-    return ESTIMATORS["score-function"](baseline)
+    raise RefinementError(f"{type(q).__name__} has no rsample, so BBVI needs the "
+                          "score-function estimator: pass estimator="
+                          "vaelab.build.bbvi_estimator(model.posterior, samples)")
 
 
 def bbvi_samples(family: LatentFamily, samples: int | None) -> int:
@@ -200,7 +197,7 @@ def elbo_objective(*, samples: int = 1, kl: str = "auto",
                    estimator: Estimator | None = None) -> Objective:
     """The plain ELBO (beta = 1) with K samples: what black-box VI maximizes."""
     def objective(model: VAE, x: torch.Tensor) -> ObjectiveOutput:
-        est = estimator or default_estimator(model.encode(x), samples)
+        est = estimator or pathwise_or_refuse(model.encode(x))
         return elbo(model, x, samples=samples, kl=kl, estimator=est)
     return objective
 
@@ -217,7 +214,8 @@ class Refinement:
 def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: float,
            lr_final: float | None = None, objective: Objective | None = None,
            samples: int = 1, method: str = "adam", differentiable: bool = False,
-           clip: float = 0.0, evaluate_last: bool = True) -> Refinement:
+           clip: float = 0.0, evaluate_last: bool = True,
+           estimator: Estimator | None = None) -> Refinement:
     """Black-box VI on a fixed decoder: ``steps`` gradient steps on each row of ``init``.
 
     Each datapoint's lambda_i enters only its own ELBO, and the loss is the *sum* over
@@ -226,7 +224,8 @@ def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: f
     (B, P) block is exactly B independent per-datapoint optimisations, done in one pass.
 
     x (B, *event); init (B, P) raw parameters; objective(model, x) -> ObjectiveOutput
-    (default: the ELBO with ``samples`` samples). ``lr_final`` anneals the learning rate
+    (default: the ELBO with ``samples`` samples and ``estimator``, pathwise when None;
+    a discrete q needs ``vaelab.build.bbvi_estimator``). ``lr_final`` anneals the learning rate
     from ``lr`` towards it on a cosine over the steps (a less noisy end point).
     ``method``: "adam", or "sgd" (plain gradient descent on the loss, each datapoint's
     gradient norm clipped at ``clip`` when > 0). ``differentiable`` (sgd only) keeps the
@@ -245,7 +244,7 @@ def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: f
     if init.shape[0] != x.shape[0]:
         raise RefinementError(f"{x.shape[0]} datapoints but {init.shape[0]} rows of initial "
                               "parameters")
-    objective = objective or elbo_objective(samples=samples)
+    objective = objective or elbo_objective(samples=samples, estimator=estimator)
     with torch.enable_grad():  # callers may sit under no_grad (evaluation)
         lam = init if differentiable else init.detach().clone()
         if not lam.requires_grad:
@@ -286,12 +285,13 @@ def refine(model: VAE, x: torch.Tensor, init: torch.Tensor, *, steps: int, lr: f
 
 @torch.no_grad()
 def _fixed_draw_elbo(model: VAE, x: torch.Tensor, params: torch.Tensor,
-                     samples: int) -> torch.Tensor:
+                     samples: int, estimator: Estimator | None) -> torch.Tensor:
     """(B,) ELBOs at ``params`` with a fixed seed: the same draws at every call (common random
     numbers), so two calls differ by the change in q, not by Monte Carlo noise."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        out = elbo_objective(samples=samples)(with_params(model, params), x)
+        out = elbo_objective(samples=samples, estimator=estimator)(
+            with_params(model, params), x)
     return out.bound.detach()
 
 
@@ -299,7 +299,8 @@ def refine_until_converged(model: VAE, x: torch.Tensor, init: torch.Tensor, *, l
                            lr_final: float | None = None, samples: int = 1,
                            objective: Objective | None = None, cycle: int = BBVI_STEPS,
                            tol: float = BBVI_TOL, max_steps: int = BBVI_MAX_STEPS,
-                           eval_samples: int = BBVI_EVAL_SAMPLES) -> Refinement:
+                           eval_samples: int = BBVI_EVAL_SAMPLES,
+                           estimator: Estimator | None = None) -> Refinement:
     """BBVI (``refine``, Adam) in cosine cycles of ``cycle`` steps, each from the previous
     one's end, until a cycle raises the mean ELBO by less than ``tol`` nats per datapoint, or
     ``max_steps`` are spent; ``converged`` says which. Why cycles: a fixed budget that suits
@@ -309,20 +310,21 @@ def refine_until_converged(model: VAE, x: torch.Tensor, init: torch.Tensor, *, l
         raise RefinementError(f"convergence needs cycle >= 1, tol > 0, max_steps >= cycle; got "
                               f"{cycle}, {tol}, {max_steps}")
     lam, traces, steps = init.detach(), [], 0
-    before = _fixed_draw_elbo(model, x, lam, eval_samples)
+    before = _fixed_draw_elbo(model, x, lam, eval_samples, estimator)
     converged = False
     while steps + cycle <= max_steps:
         res = refine(model, x, lam, steps=cycle, lr=lr, lr_final=lr_final, samples=samples,
-                     objective=objective, evaluate_last=False)
+                     objective=objective, evaluate_last=False, estimator=estimator)
         lam, steps = res.params, steps + cycle
         traces.append(res.trace)
-        after = _fixed_draw_elbo(model, x, lam, eval_samples)
+        after = _fixed_draw_elbo(model, x, lam, eval_samples, estimator)
         if float((after - before).mean()) < tol:  # the mean gain per datapoint
             converged = True
             break
         before = after
     with torch.no_grad():
-        last = (objective or elbo_objective(samples=samples))(with_params(model, lam), x).bound
+        last = (objective or elbo_objective(samples=samples, estimator=estimator))(
+            with_params(model, lam), x).bound
     trace = torch.cat([*traces, last.unsqueeze(0)])
     return Refinement(params=lam, trace=trace, first_grad=None, steps=steps,
                       converged=converged)
@@ -345,7 +347,8 @@ def initial_params(model: VAE, x: torch.Tensor, init: str, *, batch_size: int = 
 def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *,
                    steps: int | None, lr: float, lr_final: float | None = None,
                    samples: int | None = None, objective: Objective | None = None,
-                   batch_size: int = 500, progress: bool = False) -> Refinement:
+                   batch_size: int = 500, progress: bool = False,
+                   estimator: Estimator | None = None) -> Refinement:
     """``refine`` over all of x in chunks of ``batch_size`` (exact: datapoints are
     independent); returns params (N, P) and trace (steps + 1, N). ``samples``: see
     ``bbvi_samples``. ``steps=None``: each chunk until converged
@@ -362,9 +365,10 @@ def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *,
     for i in range(0, x.shape[0], batch_size):
         xs, init_s = x[i:i + batch_size], start[i:i + batch_size]
         res = refine(model, xs, init_s, steps=steps, lr=lr, lr_final=lr_final,
-                     samples=samples, objective=objective) if steps is not None else \
+                     samples=samples, objective=objective, estimator=estimator) \
+            if steps is not None else \
             refine_until_converged(model, xs, init_s, lr=lr, lr_final=lr_final,
-                                   samples=samples, objective=objective)
+                                   samples=samples, objective=objective, estimator=estimator)
         results.append(res)
         params.append(res.params)
         traces.append(res.trace)
@@ -380,16 +384,19 @@ def refine_dataset(model: VAE, x: torch.Tensor, init: str | torch.Tensor, *,
 def fit_posteriors(model: VAE, x: torch.Tensor, *, init: str = "prior",
                    steps: int | None = None, lr: float = BBVI_LR,
                    lr_final: float = BBVI_LR_FINAL, samples: int | None = None,
-                   batch_size: int = 500,
-                   progress: bool = False) -> VAE:
+                   batch_size: int = 500, progress: bool = False,
+                   estimator: Estimator | None = None) -> VAE:
     """The model with q(z|x_i) fitted by BBVI for each row of x: a VAE whose encoder looks
     the datapoints up, so ``evaluate``, plots, etc. work on it (for those x only).
 
     ``steps=None`` (default): until converged (``refine_until_converged``); the returned
     model's ``bbvi`` attribute says how many steps ran and whether the criterion was met.
+    ``estimator``: BBVI's gradient estimator, pathwise when None (a discrete q needs
+    ``vaelab.build.bbvi_estimator(model.posterior, samples)``).
     """
     res = refine_dataset(model, x, init, steps=steps, lr=lr, lr_final=lr_final,
-                         samples=samples, batch_size=batch_size, progress=progress)
+                         samples=samples, batch_size=batch_size, progress=progress,
+                         estimator=estimator)
     fitted = VAE(LookupEncoder(x, res.params), model.posterior, model.prior_module,
                  model.decoder, model.likelihood)
     fitted.bbvi = {"steps": res.steps, "converged": res.converged}  # type: ignore[assignment]

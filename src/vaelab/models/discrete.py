@@ -10,6 +10,7 @@ Posteriors of discrete families are ``Independent(OneHot(logits), 1)`` (event (N
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,9 @@ from torch.distributions import (
 )
 from torch.distributions.relaxed_bernoulli import LogitRelaxedBernoulli
 from torch.distributions.relaxed_categorical import ExpRelaxedCategorical
+
+if TYPE_CHECKING:  # annotations only: vae.py imports latents.py, which imports this
+    from vaelab.models.vae import VAE
 
 
 def gumbel_noise(shape: torch.Size | tuple[int, ...], *, generator: torch.Generator | None = None,
@@ -147,7 +151,7 @@ def enumerate_values(latent_shape: tuple[int, ...], categorical: bool) -> torch.
 
 
 @torch.no_grad()
-def exact_log_likelihood(model, x: torch.Tensor, max_values: int = 100_000) -> torch.Tensor:
+def exact_log_likelihood(model: VAE, x: torch.Tensor, max_values: int = 100_000) -> torch.Tensor:
     """log p(x) = logsumexp_z [log p(x|z) + log p(z)] over all latent values: (B,).
 
     Only for tiny discrete models (C^N or 2^N values, at most ``max_values``).

@@ -74,7 +74,8 @@ class DiscretizedLogistic(Distribution):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp()
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: torch.Size | list[int] | tuple[int, ...],
+               _instance: object = None) -> DiscretizedLogistic:
         shape = torch.Size(batch_shape)
         return DiscretizedLogistic(self.loc.expand(shape), self.log_scale.expand(shape),
                                    self.levels, validate_args=False)

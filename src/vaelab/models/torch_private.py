@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -103,7 +103,7 @@ def _global_hooks() -> bool:
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
-def onednn_linear_op():
+def onednn_linear_op() -> Callable[..., torch.Tensor] | None:
     """``torch.ops.mkldnn._linear_pointwise`` (a oneDNN GEMM with a fused activation), or None
     when it is missing or private entry points are off."""
     return _LINEAR if _enabled else None

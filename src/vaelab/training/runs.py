@@ -24,8 +24,9 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -45,7 +46,7 @@ def umask() -> int:
     return mask
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write via ``write(file)`` to a temporary file beside ``path``, fsync, then rename.
 
     A crash leaves either the old file or the new one, never a torn file. The file gets the

@@ -78,7 +78,8 @@ class TrainState:
                 "epoch_records": list(self.epoch_records)}
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
+def make_scheduler(cfg: TrainConfig,
+                   optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch learning-rate schedule."""
     if cfg.lr_schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)

@@ -19,10 +19,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vaelab.config import Config
 from vaelab.training.runs import RunDir, RunError, atomic_write_text
 from vaelab.training.weights import EXPORT_FILES, WEIGHTS_FILE, save_safetensors, versions
+
+if TYPE_CHECKING:  # annotations only: api.py sits above viz/
+    from vaelab.api import Run
 
 
 def audit_rows(audit: dict[str, Any]) -> list[tuple[str, str]]:
@@ -70,7 +74,7 @@ def number_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def model_card(config, meta: dict[str, Any], summary: dict[str, Any], name: str) -> str:
+def model_card(config: Config, meta: dict[str, Any], summary: dict[str, Any], name: str) -> str:
     """README.md of an exported model: Hub metadata, numbers, audit, picture, usage."""
     m, o = config.model, config.objective
     dataset = meta.get("dataset", config.data.name)
@@ -113,7 +117,7 @@ def model_card(config, meta: dict[str, Any], summary: dict[str, Any], name: str)
     return "\n".join(front + body)
 
 
-def export_run(run, out: str | Path, *, samples: Path | None = None) -> list[Path]:
+def export_run(run: Run, out: str | Path, *, samples: Path | None = None) -> list[Path]:
     """Write ``run`` (a loaded ``vaelab.Run``) as a shareable folder ``out``; returns the
     files. ``samples``: a samples picture to include (default the run's samples.png)."""
     out = Path(out)

@@ -8,9 +8,11 @@ raises for a picture that merely does not apply, so ``--what all`` works on any 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +26,10 @@ from vaelab.models.latent_space import (
 )
 from vaelab.viz import plots
 from vaelab.viz.catalog import FILENAMES, PICTURES
+
+if TYPE_CHECKING:  # annotations only: api.py sits above viz/
+    from vaelab.api import Run
+    from vaelab.data import ArrayDataset
 
 KINDS = tuple(PICTURES)
 # what `vaelab train` draws at the end of a run (all of them, cheap ones first)
@@ -73,7 +79,7 @@ def parse_dims(text: str | None) -> tuple[int, int] | None:
 class RunPictures:
     """A run plus the evaluation data the pictures need, loaded once and only if needed."""
 
-    def __init__(self, run, options: Options | None = None):
+    def __init__(self, run: Run, options: Options | None = None):
         self.run = run
         self.model = run.model
         self.options = options or Options()
@@ -85,7 +91,7 @@ class RunPictures:
         return eval_split(self.run.config)
 
     @cached_property
-    def dataset(self):
+    def dataset(self) -> ArrayDataset:
         from vaelab.data.prepare import load_split
 
         return load_split(self.run.config, self.split)
@@ -224,7 +230,7 @@ class RunPictures:
         return plots.plot_class_sweep(self.model, path)
 
 
-def render(run, kinds=KINDS, out_dir: str | Path | None = None,
+def render(run: Run, kinds: Sequence[str] = KINDS, out_dir: str | Path | None = None,
            options: Options | None = None) -> list[Figure]:
     """Draw ``kinds`` for ``run`` into ``out_dir`` (default: the run folder)."""
     out = Path(out_dir) if out_dir is not None else Path(run.path)
@@ -242,7 +248,7 @@ def render_one(pictures: RunPictures, kind: str, out: Path) -> Figure:
     return Figure(kind, Path(written))
 
 
-def render_safely(run, kinds=TRAIN_KINDS) -> tuple[list[str], dict[str, str]]:
+def render_safely(run: Run, kinds: Sequence[str] = TRAIN_KINDS) -> tuple[list[str], dict[str, str]]:
     """The end-of-training pictures: (file names, {kind: why skipped}).
 
     A picture that fails for an unexpected reason is reported and skipped, never allowed

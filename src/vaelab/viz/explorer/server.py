@@ -83,7 +83,8 @@ class Explorer:
         return {**self.model(name).info(), "runs": list(self.models)}
 
 
-def make_handler(explorer: Explorer, *, request_timeout: float, check_host: bool):
+def make_handler(explorer: Explorer, *, request_timeout: float,
+                 check_host: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # headers and body are two writes: with Nagle's algorithm the second waits for the

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vaelab.models.latent_space import (
@@ -152,7 +153,7 @@ class LoadedModel:
         with self.lock, torch.no_grad():
             return decode_flat(self.model, codes)
 
-    def picture(self, x: torch.Tensor):
+    def picture(self, x: torch.Tensor) -> np.ndarray:
         return as_picture(x, *self.value_range)
 
     def decode(self, body: dict[str, Any]) -> dict[str, Any]:
