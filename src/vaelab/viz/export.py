@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from vaelab.config import Config
 from vaelab.training.runs import RunDir, RunError, atomic_write_text
 from vaelab.training.weights import EXPORT_FILES, WEIGHTS_FILE, save_safetensors, versions
+from vaelab.viz.report import test_rows
 
 if TYPE_CHECKING:  # annotations only: api.py sits above viz/
     from vaelab.api import Run
@@ -58,17 +59,9 @@ def _md_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
 
 
 def number_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The model card's numbers: the report's test rows (2 digits) and the test size."""
+    rows = test_rows(summary, digits=2)
     test = summary.get("test") or {}
-    rows = []
-    if "elbo" in test:
-        rows.append(("ELBO (nats)", f"{test['elbo']:.2f} ± {test['elbo_stderr']:.2f}"))
-        rows.append(("reconstruction E_q log p(x|z)", f"{test['rec']:.2f}"))
-        rows.append(("KL(q(z|x) ‖ p(z))", f"{test['kl']:.2f}"))
-    if "nll" in test:
-        rows.append((f"NLL, importance sampling K={test['iw_samples']} (nats)",
-                     f"{test['nll']:.2f} ± {test['log_likelihood_stderr']:.2f}"))
-    if "active_units" in test:
-        rows.append(("active units", f"{test['active_units']}/{test['latent_units']}"))
     if "n" in test:
         rows.append(("test points", str(test["n"])))
     return rows

@@ -67,18 +67,27 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+def test_rows(summary: dict[str, Any], digits: int = 3) -> list[tuple[str, str]]:
+    """The test split's numbers as (label, value) rows: the ELBO with its two terms, the
+    importance-sampled NLL, active units (what the report and the model card show)."""
     test = summary.get("test") or {}
     rows = []
     if "elbo" in test:
-        rows.append(("test ELBO, nats", f"{test['elbo']:.3f} ± {test['elbo_stderr']:.3f}"))
-        rows.append(("  reconstruction E_q log p(x|z)", f"{test['rec']:.3f}"))
-        rows.append(("  KL(q||p)", f"{test['kl']:.3f}"))
+        rows.append(("test ELBO, nats", f"{test['elbo']:.{digits}f} ± "
+                                        f"{test['elbo_stderr']:.{digits}f}"))
+        rows.append(("  reconstruction E_q log p(x|z)", f"{test['rec']:.{digits}f}"))
+        rows.append(("  KL(q||p)", f"{test['kl']:.{digits}f}"))
     if "nll" in test:
         rows.append((f"test NLL (importance sampling, K={test.get('iw_samples')})",
-                     f"{test['nll']:.3f} ± {test['log_likelihood_stderr']:.3f}"))
+                     f"{test['nll']:.{digits}f} ± {test['log_likelihood_stderr']:.{digits}f}"))
     if "active_units" in test:
         rows.append(("active units", f"{test['active_units']}/{test['latent_units']}"))
+    return rows
+
+
+def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's first table: the test numbers, then how the run trained."""
+    rows = test_rows(summary)
     for key, label in (("epochs", "epochs"), ("steps", "steps"),
                        ("train_seconds", "training seconds"),
                        ("images_per_sec", "images per second"),
