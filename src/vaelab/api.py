@@ -396,9 +396,6 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
             networks: Networks = Networks()) -> _Setup:
     """Load the data, build model and objective, check them together, move to the device."""
     check_loggers(config.train.loggers)  # a missing extra fails before any training
-    if config.train.log_every_steps < 1:
-        raise ConfigError(f"train.log_every_steps must be at least 1, got "
-                          f"{config.train.log_every_steps}")
     train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
     valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
     resolve_label_classes(config, train)  # model.conditional: labels present, how many
