@@ -47,6 +47,7 @@ from vaelab.data.prepare import (
     uses_binarization,
     with_labels,
 )
+from vaelab.data.standardize import Standardization
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
 from vaelab.evaluation.layered import active_units_record
 from vaelab.models.custom import class_path, is_import_path
@@ -162,6 +163,27 @@ class Run:
         if note:
             report["inference"] = note
         return report
+
+    def to_original(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space values (..., *event_shape) in the data's own units: a table trained
+        standardised (data.standardize) gets ``x * std + mean`` per column; other data
+        come back unchanged."""
+        data = self.meta.get("data")
+        record = data.get("standardize") if isinstance(data, dict) else None
+        if not record:
+            return x
+        return Standardization.from_record(record, str(self.path / "meta.json")).invert(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, mean: bool = True) -> torch.Tensor:
+        """n draws x ~ p(x) in the data's own units (``to_original``); ``mean=True`` gives
+        E[x|z] for each z ~ p(z), ``mean=False`` a draw of x ~ p(x|z) too."""
+        return self.to_original(self.model.sample(n, mean=mean))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z = mode of q(z|x)] in the data's own units, for ``x`` as ``data()`` gives it."""
+        return self.to_original(self.model.reconstruct(x))
 
     def binarization_note(self) -> str:
         if not uses_binarization(self.config):
@@ -538,6 +560,7 @@ def _write_new_run(setup: _Setup, run_dir: RunDir) -> None:
         "event_shape": list(train.event_shape), "dataset": train.name,
         "train_source": train.source, "train_size": int(setup.train_x.shape[0]),
         "is_8bit": train.is_8bit, "parameters": count_parameters(setup.model),
+        **({"data": train.info} if train.info else {}),  # split, classes, standardisation
         "encoder_class": class_path(setup.model.encoder),
         "decoder_class": class_path(setup.model.decoder),
         **versions(), "python": platform.python_version()})

@@ -143,6 +143,8 @@ DatasetName = Annotated[str, Text("a dataset name (mnist, fashion-mnist, cifar10
                                   lambda s: s.strip() != "", ("", "  "))]
 Directory = Annotated[str, Text("'' or an existing directory", _is_dir_or_empty,
                                 ("no/such/directory",), on_disk=True)]
+ColumnName = Annotated[str, Text("'' or a column name (no spaces around it)",
+                                 lambda s: s == s.strip() and "\n" not in s, (" y", "y "))]
 RunFolder = Annotated[str, Text("'' or a vaelab run folder (a directory with config.toml)",
                                 _is_run_or_empty, ("no/such/run",), on_disk=True)]
 
@@ -162,7 +164,8 @@ InferenceName = Literal["amortized", "semi-amortized", "mean-field"]
 
 @dataclass
 class DataConfig:
-    name: DatasetName = "mnist"  # mnist, fashion-mnist, cifar10, or a path to .npz / IDX data
+    # mnist, fashion-mnist, cifar10, or a path: .npz, IDX, an image folder, .csv/.parquet table
+    name: DatasetName = "mnist"
     train_split: SplitName = "train"  # split to train on: "train", or "train+valid"
     valid_split: OptionalSplit = "valid"  # split for per-epoch validation; "" disables it
     test_split: OptionalSplit = "test"  # split reported at the end of training; "" = none
@@ -174,6 +177,15 @@ class DataConfig:
     # a file of one array (no splits of its own): train, valid, test shares of a seeded split
     split_fractions: list[Share] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: Seed = 0  # seed of that split's permutation of the rows
+    # image folders: make every image N x N pixels (0 = keep the size all files must share)
+    image_size: Natural = 0
+    # image_size > 0: resize (stretch to N x N) or center-crop (short side to N, centre cut)
+    image_fit: Literal["resize", "center-crop"] = "resize"
+    # image folders: auto (as the files are; all must agree), gray or rgb (convert every file)
+    image_channels: Literal["auto", "gray", "rgb"] = "auto"
+    label_column: ColumnName = ""  # tables: the column of labels, not data ("" = no labels)
+    # tables: subtract the training split's column means, divide by its stds (undone in samples)
+    standardize: bool = True
 
 
 @dataclass

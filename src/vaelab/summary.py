@@ -10,6 +10,7 @@ from vaelab.build import build_objective
 from vaelab.config import Config
 from vaelab.data import ArrayDataset
 from vaelab.data.prepare import eval_split, load_split, uses_binarization
+from vaelab.data.seeded import data_line
 from vaelab.evaluation.evaluate import REDUCTION
 from vaelab.training.runs import RunDir
 from vaelab.training.trainer import Trainer
@@ -38,6 +39,9 @@ def summarize(run: Run, trainer: Trainer, run_dir: RunDir, *, pictures: bool) ->
         "objective_audit": objective_audit(run),
         "pictures": [],
     }
+    if run.meta.get("data"):  # data from a file: its seeded split, classes, columns
+        summary["data"] = {**run.meta["data"],
+                           "line": data_line(config.data.name, run.meta["data"])}
     audit_range = summary["objective_audit"]["output_range"]
     summary["warnings"] = list(test.get("warnings", [])) + (
         [f"output range: {audit_range['note']}"] if audit_range["status"] != "ok" else [])

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from vaelab.config import DataConfig
 from vaelab.data import ArrayDataset, DataError, check_unit_interval, load_dataset
 from vaelab.data.idx import read_idx, write_idx
+from vaelab.data.splits import split_rows
 
 
 def save(tmp_path: Path, **arrays: np.ndarray) -> str:
@@ -123,6 +125,66 @@ def test_npz_train_valid_label_mismatch(tmp_path: Path) -> None:
         load_dataset(path, "train+valid")
 
 
+# ---- a single array: the seeded split -------------------------------------------------------
+
+def single_npz(tmp_path: Path, n: int = 200) -> tuple[str, np.ndarray, np.ndarray]:
+    x = np.arange(n * 3, dtype=np.float64).reshape(n, 3)  # row i holds 3i, 3i+1, 3i+2
+    y = np.arange(n) % 7
+    return save(tmp_path, x=x, y=y), x, y
+
+
+def test_single_array_npz_is_cut_by_the_seeded_split(tmp_path: Path) -> None:
+    path, x, y = single_npz(tmp_path)
+    options = DataConfig(split_fractions=[0.7, 0.2, 0.1], split_seed=4)
+    parts = {s: load_dataset(path, s, options=options) for s in ("train", "valid", "test")}
+    assert [len(d) for d in parts.values()] == [140, 40, 20]
+    for split, data in parts.items():
+        rows = split_rows(200, split, [0.7, 0.2, 0.1], 4)
+        np.testing.assert_array_equal(data.x.numpy(), x[rows].astype(np.float32))
+        assert data.y.tolist() == y[rows].tolist() and data.split == split  # labels follow x
+        assert data.info["split"] == {"method": "seeded", "rows": 200,
+                                      "fractions": [0.7, 0.2, 0.1], "seed": 4,
+                                      "sizes": {"train": 140, "valid": 40, "test": 20}}
+    firsts = np.concatenate([d.x[:, 0].numpy() / 3 for d in parts.values()])
+    assert sorted(firsts.astype(int).tolist()) == list(range(200))  # every row exactly once
+    both = load_dataset(path, "train+valid", options=options)
+    assert len(both) == 180
+    assert len(load_dataset(path, "all", options=options)) == 200
+
+
+def test_seeded_split_follows_the_seed_and_the_default_config(tmp_path: Path) -> None:
+    path, _, _ = single_npz(tmp_path)
+    default = load_dataset(path, "test")  # DataConfig's defaults: [0.8, 0.1, 0.1], seed 0
+    assert len(default) == 20
+    assert torch.equal(default.x, load_dataset(path, "test", options=DataConfig()).x)
+    other = load_dataset(path, "test", options=DataConfig(split_seed=1))
+    assert not torch.equal(default.x, other.x)
+
+
+def test_seeded_split_too_few_rows_names_the_split(tmp_path: Path) -> None:
+    path = save(tmp_path, x=np.zeros((5, 2)))
+    with pytest.raises(DataError, match=r"5 rows give the valid split .* no row"):
+        load_dataset(path, "train")
+    assert len(load_dataset(path, "all")) == 5  # every row still loads
+
+
+def test_single_array_labels_of_the_wrong_length_fail_before_the_split(tmp_path: Path) -> None:
+    path = save(tmp_path, x=np.zeros((20, 2)), y=np.zeros(19, dtype=int))
+    with pytest.raises(DataError, match=r"y has shape \(19,\) but x has 20 rows"):
+        load_dataset(path, "train")
+
+
+def test_idx_file_is_cut_by_the_seeded_split(tmp_path: Path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.arange(50 * 4, dtype=np.uint8).reshape(50, 2, 2))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(50, dtype=np.uint8))
+    parts = [load_dataset(str(path), s) for s in ("train", "valid", "test")]
+    assert [len(d) for d in parts] == [40, 5, 5] and all(d.is_8bit for d in parts)
+    assert sorted(torch.cat([d.y for d in parts]).tolist()) == list(range(50))
+    rows = split_rows(50, "valid", [0.8, 0.1, 0.1], 0)
+    assert parts[1].y.tolist() == rows.tolist()
+
+
 # ---- IDX -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32,
@@ -171,8 +233,8 @@ def test_idx_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"not an IDX file"):
         load_dataset(str(path), "all")
     write_idx(path, np.zeros((3, 4, 4), dtype=np.uint8))
-    with pytest.raises(DataError, match=r"an IDX file has only split 'all'"):
-        load_dataset(str(path), "train")
+    with pytest.raises(DataError, match=r"unknown split 'training'"):
+        load_dataset(str(path), "training")
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(DataError, match=r"holds 59 bytes but its IDX header \(3, 4, 4\) needs 64"):
         load_dataset(str(path), "all")
@@ -211,3 +273,31 @@ def test_array_dataset_checks_its_fields() -> None:
         ArrayDataset(torch.zeros(3, 2), torch.zeros(2, dtype=torch.int64), "n", "all", "s", False)
     with pytest.raises(DataError, match=r"unknown split"):
         ArrayDataset(torch.zeros(3, 2), None, "n", "dev", "s", False)
+
+
+# ---- one command: `vaelab train --set data.name=file.npz` -----------------------------------
+
+def test_single_array_npz_trains_with_one_command_and_records_its_split(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from tiny import TINY_OVERRIDES
+    from vaelab.cli import main
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "mine.npz", x=rng.random((120, 1, 6, 6)).astype(np.float32),
+             y=rng.integers(0, 3, 120))
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--out", "run", "--set", "data.name='mine.npz'", "--set",
+            "data.split_seed=3", *(a for o in TINY_OVERRIDES for a in ("--set", o))]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = ("data: mine.npz: seeded split of 120 rows (data.split_fractions=[0.8, 0.1, 0.1], "
+            "data.split_seed=3): train 96, valid 12, test 12")
+    assert line in out.splitlines()
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["data"]["split"]["sizes"] == {"train": 96, "valid": 12, "test": 12}
+    assert meta["data"]["split"]["seed"] == 3 and meta["train_size"] == 96
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data"]["line"] == line and summary["test"]["n"] == 12

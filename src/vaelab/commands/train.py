@@ -95,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads((run_.path / "summary.json").read_text())
     test = summary.get("test", {})
     print(f"run folder: {run_.path}")
+    if summary.get("data", {}).get("line"):
+        print(summary["data"]["line"])
     print(f"trained {summary['epochs']} epochs in {summary['train_seconds']:.0f} s "
           f"({summary['images_per_sec']:.0f} images/s); stop: {summary['stop_reason']}")
     if test:

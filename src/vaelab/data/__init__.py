@@ -9,10 +9,23 @@ Datasets (``load_dataset(name, split)``):
 * ``cifar10``: 32x32 colour images (3, 32, 32), 45k/5k/10k, from its python-batch pickles
   (MD5-verified, restricted unpickler); a directory of such files loads by path. See
   ``cifar``.
-* a ``.npz`` path: array ``x`` (optional ``y``), split "all"; or ``x_train``/``x_valid``/
-  ``x_test``, splits "train"/"valid"/"test"/"train+valid".
-* an IDX path (``*-idx3-ubyte[.gz]``): split "all", labels from the sibling
-  ``*-labels-idx1-ubyte[.gz]`` when present.
+* a ``.npz`` path: ``x_train``/``x_valid``/``x_test`` give splits "train"/"valid"/"test"/
+  "train+valid"; or one array ``x`` (optional ``y``), cut by the seeded split.
+* an IDX path (``*-idx3-ubyte[.gz]``): one array, labels from the sibling
+  ``*-labels-idx1-ubyte[.gz]`` when present; the seeded split.
+* a folder of PNG/JPEG images (``images``): class subfolders become labels, sizes made
+  equal by ``data.image_size``/``image_fit``, channels by ``image_channels``; 8-bit; the
+  seeded split.
+* a ``.csv``/``.tsv``/``.parquet`` table of numbers (``tables``; Parquet needs the extra
+  ``vaelab[tables]``): optional ``data.label_column``; standardised by the training split
+  (``standardize``, recorded so samples return in the table's units); the seeded split.
+
+The seeded split (``splits``, ``seeded``): a file of one array is cut into train/valid/
+test by one seeded permutation of its rows (``data.split_fractions``, ``data.split_seed``;
+split "all" is every row), recorded in ``ArrayDataset.info`` with what else the run must
+keep (class names, columns, standardisation). ``load_dataset(..., options=DataConfig)``
+takes those settings; ``prepare.load_split`` passes the run's. ``inspection`` is ``vaelab
+data inspect``: shape, range, labels and which likelihoods fit, for any of the above.
 
 ``x`` is float32 (N, C, H, W) for images, (N, D) for vectors; uint8 data are scaled to
 k/255 and flagged ``is_8bit``. Labels are int64 (N,) or None. The [0, 1] range is the
@@ -30,7 +43,10 @@ decoded once into an uncompressed ``.npz`` of uint8 beside it so later loads are
 
 Modules: ``dataset`` (ArrayDataset, validation), ``catalog`` (files and digests),
 ``sources`` (find/verify/fetch), ``builtin`` (splits), ``userfiles`` (npz/IDX paths),
-``idx``, ``mnist_pickle``, ``download``, ``wheel``, ``cache``, ``hashing``, ``batching``.
+``images``, ``tables``, ``standardize``, ``splits`` and ``seeded`` (single-array files),
+``inspection``, ``loading`` (name -> loader), ``prepare`` (a split as trained and
+evaluated), ``idx``, ``mnist_pickle``, ``download``, ``wheel``, ``cache``, ``hashing``,
+``batching``.
 Every bad input raises :class:`DataError`, a ValueError with a one-line message that
 names the problem and the fix.
 """

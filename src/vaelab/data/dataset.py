@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ class ArrayDataset:
         source: where the data came from, for logs and reports.
         is_8bit: True when every value is exactly k/255 (the data were uint8), so the
             caller can report bits/dim and use an 8-bit likelihood.
+        info: what a run records about the data (JSON values; see ``facts``): the seeded
+            split of a single-array file, an image folder's classes, a table's columns
+            and standardisation. Empty for the built-in datasets.
     """
 
     x: torch.Tensor
@@ -32,6 +36,7 @@ class ArrayDataset:
     split: str
     source: str
     is_8bit: bool
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.x.dtype != torch.float32 or self.x.dim() < 2:
@@ -100,11 +105,12 @@ def labels_to_tensor(y: np.ndarray, n: int, what: str) -> torch.Tensor:
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray | None, *, name: str, split: str,
-                 source: str, what: str) -> ArrayDataset:
+                 source: str, what: str, info: dict[str, Any] | None = None) -> ArrayDataset:
     """Validate numpy arrays and wrap them as an :class:`ArrayDataset`."""
     xt, is_8bit = images_to_tensor(x, what)
     yt = None if y is None else labels_to_tensor(y, xt.shape[0], what)
-    return ArrayDataset(x=xt, y=yt, name=name, split=split, source=source, is_8bit=is_8bit)
+    return ArrayDataset(x=xt, y=yt, name=name, split=split, source=source, is_8bit=is_8bit,
+                        info=info or {})
 
 
 def check_unit_interval(x: torch.Tensor, what: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vaelab.config import DataConfig
+
 from . import cifar
 from .builtin import fetch_builtin, load_builtin
 from .catalog import DATASETS
@@ -11,7 +13,9 @@ from .dataset import ArrayDataset
 from .download import Opener
 from .errors import DataError
 from .idx import IDX_NAME
+from .images import is_image_folder, load_image_folder
 from .sources import DatasetStatus, status
+from .tables import is_table, load_table
 from .userfiles import load_idx_file, load_npz
 
 
@@ -20,33 +24,60 @@ def _spec_name(name: str) -> str:
 
 
 def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
-                 download: bool = False, valid_seed: int = 0) -> ArrayDataset:
+                 download: bool = False, valid_seed: int = 0,
+                 options: DataConfig | None = None) -> ArrayDataset:
     """Load one split of a dataset into memory.
 
     Args:
-        name: "mnist", "fashion-mnist", "cifar10", a path to a .npz file, a path to an
-            IDX file (``*-idx3-ubyte[.gz]``), or a directory of CIFAR-10 python-batch files.
-        split: "train", "valid", "train+valid" or "test" for the built-in datasets;
-            "all" (or the splits the file holds) for user files.
+        name: "mnist", "fashion-mnist", "cifar10", a directory of CIFAR-10 python-batch
+            files, a path to a .npz file, an IDX file (``*-idx3-ubyte[.gz]``), a folder of
+            PNG/JPEG images, or a .csv/.tsv/.parquet table.
+        split: "train", "valid", "train+valid" or "test"; "all" (every row) for a file of
+            one array, which the seeded split cuts (an .npz with x_train/... has its own).
         data_dir: a directory searched first for the built-in datasets' files.
         download: fetch a missing built-in dataset instead of raising DataError.
         valid_seed: seed of Fashion-MNIST's 10k validation draw (MNIST's split is fixed).
+        options: the data section for files: the seeded split's shares and seed, image
+            size/fit/channels, a table's label column and standardisation (default:
+            ``DataConfig()``'s values; ``prepare.load_split`` passes the run's).
     """
+    kind = kind_of(name)
+    if kind == "cifar10":
+        return cifar.load_cifar10(split, data_dir=data_dir, download=download)
+    if kind == "cifar-batches":
+        return cifar.load_directory(name, split)
+    if kind == "built-in":
+        return load_builtin(DATASETS[_spec_name(name)], split, data_dir=data_dir,
+                            download=download, valid_seed=valid_seed)
+    loader = {"npz": load_npz, "idx": load_idx_file, "table": load_table,
+              "image-folder": load_image_folder}[kind]
+    return loader(name, split, options)
+
+
+KINDS = ("cifar10", "cifar-batches", "built-in", "npz", "idx", "table", "image-folder")
+
+
+def kind_of(name: str) -> str:
+    """Which loader reads ``name`` (one of KINDS), in the order ``load_dataset`` tries them;
+    DataError for a name none of them reads."""
     key = _spec_name(name)
     if key in cifar.NAMES:
-        return cifar.load_cifar10(split, data_dir=data_dir, download=download)
+        return "cifar10"
     if cifar.is_batch_directory(name):
-        return cifar.load_directory(name, split)
+        return "cifar-batches"
     if key in DATASETS:
-        return load_builtin(DATASETS[key], split, data_dir=data_dir, download=download,
-                            valid_seed=valid_seed)
+        return "built-in"
     if name.lower().endswith(".npz"):
-        return load_npz(name, split)
+        return "npz"
     if IDX_NAME.search(name.lower()):
-        return load_idx_file(name, split)
+        return "idx"
+    if is_table(name):
+        return "table"
+    if is_image_folder(name):
+        return "image-folder"
     raise DataError(f"unknown dataset {name!r}; use {', '.join(DATASETS)}, cifar10, a .npz "
-                    f"file, an IDX file (*-idx3-ubyte[.gz]) or a directory of CIFAR-10 "
-                    f"python-batch files")
+                    f"file, an IDX file (*-idx3-ubyte[.gz]), a folder of PNG/JPEG images, a "
+                    f".csv/.parquet table or a directory of CIFAR-10 python-batch files")
 
 
 def fetch_dataset(name: str, *, data_dir: str | Path | None = None, progress: bool = True,

@@ -15,11 +15,18 @@ from vaelab.config import Config, ConfigError
 from vaelab.data.batching import check_unit_interval, fixed_binarization
 from vaelab.data.dataset import ArrayDataset
 from vaelab.data.loading import load_dataset
+from vaelab.data.tables import is_table
 
 
 def load_split(config: Config, split: str) -> ArrayDataset:
-    """The named split of ``data.name``, as stored (not binarized)."""
-    return load_dataset(config.data.name, split, data_dir=config.data.data_dir or None)
+    """The named split of ``data.name``, as stored (not binarized); a file of one array is
+    cut by the seeded split of ``data.split_fractions``/``data.split_seed``."""
+    if is_table(config.data.name) and config.model.likelihood != "gaussian":
+        raise ConfigError(f"model.likelihood={config.model.likelihood} does not fit a table "
+                          f"({config.data.name}: real-valued, standardised columns); set "
+                          f"model.likelihood=gaussian")
+    return load_dataset(config.data.name, split, data_dir=config.data.data_dir or None,
+                        options=config.data)
 
 
 def limit_rows(data: ArrayDataset, limit: int) -> ArrayDataset:

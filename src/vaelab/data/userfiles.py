@@ -1,12 +1,14 @@
 """Load the user's own data: a .npz file, or an IDX file given by path.
 
-npz: array ``x`` (and optional integer labels ``y``) is split "all". A file may instead
-(or also) hold ``x_train``/``x_valid``/``x_test`` (with optional ``y_train``/...), which
-give splits "train"/"valid"/"test"; "train+valid" joins the first two.
+npz: a file with ``x_train``/``x_valid``/``x_test`` (optional ``y_train``/...) gives
+splits "train"/"valid"/"test" from those arrays; "train+valid" joins the first two. A file
+with one array ``x`` (and optional integer labels ``y``) and no ``x_*`` arrays is cut into
+train/valid/test by the seeded split (``seeded``: ``data.split_fractions``,
+``data.split_seed``); "all" is every row.
 
-IDX: ``*-idx3-ubyte`` images (or ``*-idx2-ubyte`` vectors), optionally gzipped; split
-"all". Labels are picked up from the standard sibling name when it exists:
-``train-images-idx3-ubyte.gz`` -> ``train-labels-idx1-ubyte[.gz]``.
+IDX: ``*-idx3-ubyte`` images (or ``*-idx2-ubyte`` vectors), optionally gzipped: one array,
+cut by the seeded split as above. Labels are picked up from the standard sibling name when
+it exists: ``train-images-idx3-ubyte.gz`` -> ``train-labels-idx1-ubyte[.gz]``.
 
 Shapes: (N, D) vectors, (N, H, W) images (given one channel), (N, C, H, W) images.
 uint8 is scaled by 1/255 and marked ``is_8bit``; other numbers are kept as they are,
@@ -21,9 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vaelab.config import DataConfig
+
 from .dataset import ArrayDataset, make_dataset
 from .errors import DataError
 from .idx import read_idx
+from .seeded import seeded_dataset
 
 NPZ_SPLITS = ("all", "train", "valid", "train+valid", "test")
 
@@ -51,8 +56,27 @@ def _npz_pair(npz: np.lib.npyio.NpzFile, suffix: str, path: Path,
     return x, y
 
 
-def load_npz(path: str | Path, split: str = "all") -> ArrayDataset:
-    """Load one split of a user .npz file (see the module docstring for the layout)."""
+def _single_array(npz: np.lib.npyio.NpzFile) -> bool:
+    """A file of one array ``x`` (no ``x_*`` splits of its own): the seeded split cuts it."""
+    return "x" in npz.files and not any(k.startswith("x_") for k in npz.files)
+
+
+def npz_splits(path: str | Path) -> list[str] | None:
+    """The splits an .npz file holds itself (from its x_* arrays), or None for a file of one
+    array ``x`` that the seeded split cuts (or an unreadable one: loading says why)."""
+    try:
+        with np.load(Path(path).expanduser(), allow_pickle=False) as npz:
+            if _single_array(npz):
+                return None
+            return [s for s in NPZ_SPLITS[1:] if s != "train+valid" and f"x_{s}" in npz.files]
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, AttributeError):
+        return None
+
+
+def load_npz(path: str | Path, split: str = "all",
+             options: DataConfig | None = None) -> ArrayDataset:
+    """Load one split of a user .npz file (see the module docstring for the layout);
+    ``options``: the seeded split's shares and seed (default: DataConfig's)."""
     path = Path(path).expanduser()
     if split not in NPZ_SPLITS:
         raise DataError(f"unknown split {split!r} for {path}; use one of {', '.join(NPZ_SPLITS)}")
@@ -68,6 +92,10 @@ def load_npz(path: str | Path, split: str = "all") -> ArrayDataset:
         raise DataError(f"{path} holds a single .npy array, not an .npz archive; save it with "
                         f"numpy.savez(path, x=data)")
     with npz:
+        if _single_array(npz):
+            x, y = _npz_pair(npz, "", path, split)
+            return seeded_dataset(x, y, split, options or DataConfig(), name=str(path),
+                                  source=str(path), info={"dtype": x.dtype.name})
         if split == "train+valid":
             (xt, yt), (xv, yv) = (_npz_pair(npz, s, path, split) for s in ("_train", "_valid"))
             if (yt is None) != (yv is None):
@@ -80,7 +108,8 @@ def load_npz(path: str | Path, split: str = "all") -> ArrayDataset:
             y = None if yt is None or yv is None else np.concatenate([yt, yv])
         else:
             x, y = _npz_pair(npz, "" if split == "all" else f"_{split}", path, split)
-    return make_dataset(x, y, name=str(path), split=split, source=str(path), what=what)
+    return make_dataset(x, y, name=str(path), split=split, source=str(path), what=what,
+                        info={"dtype": x.dtype.name})
 
 
 def labels_path(images: Path) -> Path | None:
@@ -95,11 +124,13 @@ def labels_path(images: Path) -> Path | None:
     return None
 
 
-def load_idx_file(path: str | Path, split: str = "all") -> ArrayDataset:
-    """Load an IDX images (or vectors) file, with labels from its sibling if present."""
+def load_idx_file(path: str | Path, split: str = "all",
+                  options: DataConfig | None = None) -> ArrayDataset:
+    """Load one split of an IDX images (or vectors) file, with labels from its sibling if
+    present, cut by the seeded split of ``options`` (split "all": every row)."""
     path = Path(path).expanduser()
-    if split != "all":
-        raise DataError(f"an IDX file has only split 'all', not {split!r}; pass split='all'")
+    if split not in NPZ_SPLITS:
+        raise DataError(f"unknown split {split!r} for {path}; use one of {', '.join(NPZ_SPLITS)}")
     x = read_idx(path)
     labels = labels_path(path)
     y = None
@@ -107,5 +138,6 @@ def load_idx_file(path: str | Path, split: str = "all") -> ArrayDataset:
         y = read_idx(labels)
         if y.ndim != 1:
             raise DataError(f"{labels} has shape {y.shape}; an IDX labels file must be 1-D")
-    return make_dataset(x, y, name=str(path), split="all", source=str(path),
-                        what=str(path) if labels is None else f"{path} with {labels.name}")
+    source = str(path) if labels is None else f"{path} with {labels.name}"
+    return seeded_dataset(x, y, split, options or DataConfig(), name=str(path), source=source,
+                          info={"dtype": x.dtype.name})
