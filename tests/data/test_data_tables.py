@@ -199,3 +199,21 @@ def test_a_gaussian_vae_on_a_csv_gives_samples_in_the_original_units(tmp_path):
     meta = json.loads((run.path / "meta.json").read_text())
     assert meta["data"]["standardize"]["columns"] == ["height", "weight"]
     assert meta["data"]["label_column"] == "kind" and meta["event_shape"] == [2]
+
+
+def test_standardization_round_trip_constant_column_and_damaged_record():
+    from vaelab.data.standardize import Standardization
+
+    x = np.array([[1.0, 5.0], [3.0, 5.0], [8.0, 5.0]])
+    stats = Standardization.fit(x)
+    assert stats.std[1] == 1.0  # a constant column is only centred
+    z = stats.apply(x)
+    np.testing.assert_allclose(z[:, 1], 0)
+    back = stats.invert(torch.from_numpy(z))
+    np.testing.assert_allclose(back.numpy(), x, rtol=1e-12)
+    again = Standardization.from_record(stats.record(["a", "b"]), "meta.json")
+    np.testing.assert_array_equal(again.mean, stats.mean)
+    for bad in ({}, {"mean": [0.0], "std": [0.0]}, {"mean": [0.0, 1.0], "std": [1.0]},
+                {"mean": "x", "std": [1.0]}):
+        with pytest.raises(DataError, match=r"meta.json: data.standardize has no valid"):
+            Standardization.from_record(bad, "meta.json")
