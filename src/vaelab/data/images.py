@@ -201,6 +201,7 @@ def _load(root: Path, signature: tuple[tuple[str, int, int], ...], size: int, fi
                             "channels": shape[0]}
     if classes:
         info["classes"] = index
+    x.setflags(write=False)  # kept by the cache: datasets made from it copy, never share it
     return x, y, info
 
 
