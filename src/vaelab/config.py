@@ -177,15 +177,15 @@ class DataConfig:
     # a file of one array (no splits of its own): train, valid, test shares of a seeded split
     split_fractions: list[Share] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: Seed = 0  # seed of that split's permutation of the rows
-    # image folders: make every image N x N pixels (0 = keep the size all files must share)
-    image_size: Natural = 0
-    # image_size > 0: resize (stretch to N x N) or center-crop (short side to N, centre cut)
-    image_fit: Literal["resize", "center-crop"] = "resize"
-    # image folders: auto (as the files are; all must agree), gray or rgb (convert every file)
-    image_channels: Literal["auto", "gray", "rgb"] = "auto"
+    image_size: Natural = 0  # image folders: make every image N x N pixels (0 = keep the
+    # one size all files must share)
+    image_fit: Literal["resize", "center-crop"] = "resize"  # image_size > 0: resize (stretch
+    # to N x N) or center-crop (short side to N, the centre cut out)
+    image_channels: Literal["auto", "gray", "rgb"] = "auto"  # image folders: auto (as the
+    # files are; all must agree), gray or rgb (convert every file)
     label_column: ColumnName = ""  # tables: the column of labels, not data ("" = no labels)
-    # tables: subtract the training split's column means, divide by its stds (undone in samples)
-    standardize: bool = True
+    standardize: bool = True  # tables: subtract the training split's column means, divide
+    # by its stds (undone in Run.sample)
 
 
 @dataclass
