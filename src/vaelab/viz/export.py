@@ -24,29 +24,10 @@ from typing import TYPE_CHECKING, Any
 from vaelab.config import Config
 from vaelab.training.runs import RunDir, RunError, atomic_write_text
 from vaelab.training.weights import EXPORT_FILES, WEIGHTS_FILE, save_safetensors, versions
-from vaelab.viz.report import test_rows
+from vaelab.viz.summary_rows import audit_rows, test_rows
 
 if TYPE_CHECKING:  # annotations only: api.py sits above viz/
     from vaelab.api import Run
-
-
-def audit_rows(audit: dict[str, Any]) -> list[tuple[str, str]]:
-    """The objective audit as (what, value) rows a reader can scan (the report's table too)."""
-    labels = {"objective": "objective", "kl_weight": "KL weight", "likelihood": "likelihood",
-              "latent": "latent", "binarization": "binarization", "reduction": "reduction",
-              "data_range_checked": "data range checked", "output_range": "output range"}
-    rows = []
-    for key, label in labels.items():
-        if key not in audit:
-            continue
-        value = audit[key]
-        if isinstance(value, dict):  # output_range: status and the note that explains it
-            value = value.get("status", "") + (f": {value['note']}" if value.get("note")
-                                               else "")
-        rows.append((label, "yes" if value is True else "no" if value is False else str(value)))
-    rows += [(k.replace("_", " "), str(v)) for k, v in audit.items()
-             if k not in labels and k != "line"]
-    return rows
 
 
 def _md_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from vaelab.training.runs import RunDir, atomic_write_text
 from vaelab.viz.catalog import CAPTIONS, FILENAMES, PICTURES
+from vaelab.viz.summary_rows import audit_rows, test_rows
 
 MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".svg": "image/svg+xml"}
 METRIC_ORDER = ["epoch", "step", "train_bound", "val_bound", "train_rec", "val_rec", "train_kl",
@@ -65,24 +66,6 @@ def picture_files(run_path: Path) -> list[Path]:
 def data_uri(path: Path) -> str:
     mime = MIME[path.suffix.lower()]
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def test_rows(summary: dict[str, Any], digits: int = 3) -> list[tuple[str, str]]:
-    """The test split's numbers as (label, value) rows: the ELBO with its two terms, the
-    importance-sampled NLL, active units (what the report and the model card show)."""
-    test = summary.get("test") or {}
-    rows = []
-    if "elbo" in test:
-        rows.append(("test ELBO, nats", f"{test['elbo']:.{digits}f} ± "
-                                        f"{test['elbo_stderr']:.{digits}f}"))
-        rows.append(("  reconstruction E_q log p(x|z)", f"{test['rec']:.{digits}f}"))
-        rows.append(("  KL(q||p)", f"{test['kl']:.{digits}f}"))
-    if "nll" in test:
-        rows.append((f"test NLL (importance sampling, K={test.get('iw_samples')})",
-                     f"{test['nll']:.{digits}f} ± {test['log_likelihood_stderr']:.{digits}f}"))
-    if "active_units" in test:
-        rows.append(("active units", f"{test['active_units']}/{test['latent_units']}"))
-    return rows
 
 
 def headline_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -141,8 +124,6 @@ def render_report(run_path: str | Path) -> str:
             parts.append(f"<p class=muted>note: {_esc(summary['test_note'])}</p>")
         audit = summary.get("objective_audit") or {}
         if audit:
-            from vaelab.viz.export import audit_rows
-
             parts.append("<h3>How to read the numbers: the objective audit</h3>"
                          + _table(audit_rows(audit)))
     else:
