@@ -1,15 +1,23 @@
 """The hierarchical training step against a plain PyTorch loop of the same two-layer model.
 
-    python benchmarks/hierarchical_speed.py                    # configs/hierarchical.toml
-    python benchmarks/hierarchical_speed.py --rounds 7 --steps 40 --threads 1
+    python benchmarks/hierarchical_speed.py --rounds 7 --steps 20 --threads 1
+    python benchmarks/hierarchical_speed.py --side vaelab --rounds 3 --steps 20 --threads 1
+    python benchmarks/hierarchical_speed.py --side vaelab --set train.fused=false ...
 
 Both train the model of configs/hierarchical.toml (two layers (100, 50), top-down ladder
-inference, IWAE K=5, tanh MLPs, batch 100, Adam 1e-3) on the same MNIST batches. The plain
+inference, IWAE K=5, tanh MLPs, batch 100, Adam 1e-3) on the same MNIST batches. vaelab's
+side is its training step as ``vaelab train`` runs it (``Trainer._step``: the objective, the
+non-finite checks, Adam as the trainer builds it, after ``keep_freed_memory()``); the plain
 loop is what one writes from the papers: ``torch.nn.Linear`` layers, the Gaussian
-log-densities and the precision-weighted q by hand, no ``torch.distributions``. Rounds
-alternate (vaelab, plain, vaelab, ...) in one process so both see the same machine load;
-medians of the per-round step times are reported. Writes
-benchmarks/results/hierarchical-speed.json.
+log-densities and the precision-weighted q by hand, no ``torch.distributions``,
+``torch.optim.Adam``. With ``--side both`` (the default) rounds alternate (vaelab, plain,
+vaelab, ...) in one process so both see the same machine load, medians of the per-round
+step times are reported and benchmarks/results/hierarchical-speed.json is written; with
+``--side vaelab`` or ``plain`` one side runs alone (a fresh process per side, for
+alternating the two from outside) and prints its median ms per step as one JSON line.
+``--set KEY=VALUE`` overrides the config (``train.fused=false``: vaelab's general path;
+``model.inference=bottom-up``: the plain side then stays top-down, so compare vaelab
+against itself).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import time
@@ -30,6 +39,8 @@ from vaelab.build import build_model, build_objective
 from vaelab.config import load_config
 from vaelab.data import binarize, load_dataset
 from vaelab.schedules import Progress
+from vaelab.training.heap import keep_freed_memory
+from vaelab.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_2PI = math.log(2 * math.pi)
@@ -84,11 +95,42 @@ class PlainLadder(nn.Module):
         return -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
 
 
-def time_steps(step, batches: list[torch.Tensor]) -> float:
-    start = time.perf_counter()
+def time_steps(step, batches: list[torch.Tensor]) -> tuple[float, float]:
+    """(wall, CPU) seconds per step: the process's CPU time is what a shared machine's
+    time-slicing leaves out of the wall time."""
+    start, cpu = time.perf_counter(), time.process_time()
     for xb in batches:
         step(xb)
-    return (time.perf_counter() - start) / len(batches)
+    return ((time.perf_counter() - start) / len(batches),
+            (time.process_time() - cpu) / len(batches))
+
+
+def vaelab_side(config) -> tuple[object, object]:
+    """vaelab's training step (``Trainer._step``) and its model."""
+    keep_freed_memory()  # as the vaelab command does
+    model = build_model(config.model, (1, 28, 28))
+    objective = build_objective(config.objective, (1, 28, 28), fused=config.train.fused)
+    progress = Progress(step=10**6, epoch=1e6)  # after warm-up: beta = 1
+
+    def step_fn(xb: torch.Tensor, progress: Progress):
+        out = objective(model, xb, progress)
+        return out.loss, out.metrics()
+
+    trainer = Trainer(config.train, nn.ModuleList([model, objective]), step_fn)
+    return (lambda xb: trainer._step(xb, progress)), model
+
+
+def plain_side(config) -> tuple[object, object]:
+    plain = PlainLadder()
+    opt = torch.optim.Adam(plain.parameters(), lr=config.train.lr)
+    k = config.objective.samples
+
+    def plain_step(xb: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        plain.loss(xb, k).backward()
+        opt.step()
+
+    return plain_step, plain
 
 
 def main() -> None:
@@ -96,51 +138,61 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30, help="steps per round")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--side", choices=("both", "vaelab", "plain"), default="both")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = load_config(ROOT / "configs" / "hierarchical.toml")
-    k, batch = config.objective.samples, config.train.batch_size
+    config = load_config(ROOT / "configs" / "hierarchical.toml", args.set)
+    batch = config.train.batch_size
     torch.manual_seed(0)
     x = load_dataset("mnist", "train").x[: batch * args.steps]
     batches = [binarize(x[i: i + batch]) for i in range(0, x.shape[0], batch)]
-
-    model = build_model(config.model, (1, 28, 28))
-    objective = build_objective(config.objective, (1, 28, 28))
-    opt = torch.optim.Adam(model.parameters(), lr=config.train.lr)
-    progress = Progress(step=10**6, epoch=1e6)  # after warm-up: beta = 1
-
-    def vaelab_step(xb: torch.Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
-        objective(model, xb, progress).loss.backward()
-        opt.step()
-
-    plain = PlainLadder()
-    plain_opt = torch.optim.Adam(plain.parameters(), lr=config.train.lr)
-
-    def plain_step(xb: torch.Tensor) -> None:
-        plain_opt.zero_grad(set_to_none=True)
-        plain.loss(xb, k).backward()
-        plain_opt.step()
-
-    assert sum(p.numel() for p in model.parameters()) == \
-        sum(p.numel() for p in plain.parameters()), "the two models must be the same size"
-    time_steps(vaelab_step, batches[:3])  # warm both up
-    time_steps(plain_step, batches[:3])
-    times: dict[str, list[float]] = {"vaelab": [], "plain": []}
+    sides = {"vaelab": vaelab_side, "plain": plain_side}
+    names = list(sides) if args.side == "both" else [args.side]
+    steps, models = {}, {}
+    for name in names:
+        steps[name], models[name] = sides[name](config)
+    if args.side == "both":
+        sizes = {sum(p.numel() for p in m.parameters()) for m in models.values()}
+        assert len(sizes) == 1, "the two models must be the same size"
+    for name in names:  # warm up
+        time_steps(steps[name], batches[:3])
+    load_before = os.getloadavg()[0]
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
-        times["vaelab"].append(time_steps(vaelab_step, batches))
-        times["plain"].append(time_steps(plain_step, batches))
-    med = {name: statistics.median(v) for name, v in times.items()}
+        for name in names:
+            w, c = time_steps(steps[name], batches)
+            wall[name].append(w)
+            cpu[name].append(c)
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+
+    def ms(values: list[float]) -> float:
+        return round(1000 * statistics.median(values), 2)
+
+    if args.side != "both":
+        print(json.dumps({"side": args.side, "set": args.set, "threads": args.threads,
+                          "median_ms_per_step": ms(wall[args.side]),
+                          "median_cpu_ms_per_step": ms(cpu[args.side]),
+                          "load_average": load}))
+        return
     result = {
-        "command": f"python benchmarks/hierarchical_speed.py --rounds {args.rounds} "
-                   f"--steps {args.steps} --threads {args.threads}",
+        "command": (f"python benchmarks/hierarchical_speed.py --rounds {args.rounds} "
+                    f"--steps {args.steps} --threads {args.threads}"
+                    + "".join(f" --set {s}" for s in args.set)),
         "model": "configs/hierarchical.toml: layers (100, 50), top-down ladder, IWAE K=5, "
-                 f"batch {batch}",
+                 f"batch {batch}" + "".join(f", {s}" for s in args.set),
         "threads": args.threads, "torch": torch.__version__,
         "machine": platform.machine(),
-        "median_ms_per_step": {n: round(1000 * v, 2) for n, v in med.items()},
-        "round_ms_per_step": {n: [round(1000 * t, 2) for t in v] for n, v in times.items()},
-        "speedup_vs_plain": round(med["plain"] / med["vaelab"], 3),
+        "load_average_before_after": load,
+        "median_ms_per_step": {n: ms(v) for n, v in wall.items()},
+        "median_cpu_ms_per_step": {n: ms(v) for n, v in cpu.items()},
+        "round_ms_per_step": {n: [round(1000 * t, 2) for t in v] for n, v in wall.items()},
+        # pair by pair (each vaelab round with the plain round after it): drift cancels
+        "speedup_vs_plain": round(statistics.median(
+            p / v for p, v in zip(wall["plain"], wall["vaelab"], strict=True)), 3),
+        "speedup_vs_plain_cpu": round(statistics.median(
+            p / v for p, v in zip(cpu["plain"], cpu["vaelab"], strict=True)), 3),
     }
     out = Path(__file__).parent / "results" / "hierarchical-speed.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -47,6 +47,7 @@ from vaelab.inference.fused_elbo import (
     fused_plan,
 )
 from vaelab.inference.fused_iwae import fused_gaussian_bernoulli_iwae
+from vaelab.inference.fused_layered import LayeredPlan, fused_layered, layered_plan
 from vaelab.inference.layered import LAYERED_OBJECTIVES
 from vaelab.inference.objectives import OBJECTIVES, ObjectiveOutput
 from vaelab.models.custom import (
@@ -484,7 +485,10 @@ class ConfiguredObjective(nn.Module):
                         and cfg.kl in ("auto", "analytic") and cfg.free_bits == 0)
         self.fused = (fused and (elbo_fusable or cfg.name == "iwae")
                       and type(estimator) is Pathwise)
-        self._plans: weakref.WeakKeyDictionary[VAE, FusedPlan | None] = \
+        # hierarchies: networks fused, no distribution objects (inference/fused_layered.py)
+        self.fused_layers = (fused and cfg.name in ("elbo", "iwae")
+                             and type(estimator) is Pathwise)
+        self._plans: weakref.WeakKeyDictionary[VAE, FusedPlan | LayeredPlan | None] = \
             weakref.WeakKeyDictionary()  # each model's, found at its first step
 
     @property
@@ -498,14 +502,20 @@ class ConfiguredObjective(nn.Module):
             self.estimator.temperature = self.temperature.at(progress.step)
             self.estimator.prior_temperature = cfg.prior_temperature
         if isinstance(model, HierarchicalVAE):  # sums over the layers of the joint latent
-            return LAYERED_OBJECTIVES[cfg.name](
-                model, x, samples=cfg.samples, kl=cfg.kl, beta=kl_weight(cfg, progress),
-                free_bits=cfg.free_bits, free_bits_groups=cfg.free_bits_groups,
-                estimator=self.estimator)
+            kwargs = dict(samples=cfg.samples, kl=cfg.kl, beta=kl_weight(cfg, progress),
+                          free_bits=cfg.free_bits, free_bits_groups=cfg.free_bits_groups)
+            if self.fused_layers and fused_applies(x):
+                if model not in self._plans:
+                    self._plans[model] = layered_plan(model)
+                layers = self._plans[model]
+                if isinstance(layers, LayeredPlan):
+                    return fused_layered(layers, model, x, cfg.name, **kwargs)
+            return LAYERED_OBJECTIVES[cfg.name](model, x, estimator=self.estimator, **kwargs)
         if self.fused and fused_applies(x):
             if model not in self._plans:
                 self._plans[model] = fused_plan(model)
             plan = self._plans[model]
+            assert not isinstance(plan, LayeredPlan)  # a VAE's plan
             if plan is not None and cfg.name == "iwae":
                 return self._fused_iwae(plan, x, kl_weight(cfg, progress), cfg.samples)
             if plan is not None:
@@ -516,7 +526,8 @@ class ConfiguredObjective(nn.Module):
 
     def trains_fused(self, model: VAE) -> bool:
         """Whether the training steps so far ran ``model`` through the fused ELBO."""
-        return self.fused and self._plans.get(model) is not None
+        fused = self.fused_layers if isinstance(model, HierarchicalVAE) else self.fused
+        return fused and self._plans.get(model) is not None
 
     @staticmethod
     def _fused_elbo(plan: FusedPlan, x: torch.Tensor, beta: float) -> ObjectiveOutput:

@@ -207,7 +207,7 @@ class HierarchicalVAE(nn.Module):
             return x, None
         return x[:, :d].reshape(-1, *self.event_shape), x[:, d:]
 
-    def _labelled(self, x: torch.Tensor) -> torch.Tensor:
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the conditional encoder reads: a labelled batch as it is; unlabelled x with
         the label average 1/C appended."""
         if not self.classes or self.split(x)[1] is not None:
@@ -231,7 +231,7 @@ class HierarchicalVAE(nn.Module):
         return self._top_down(x, samples, sampler)
 
     def _bottom_up(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
-        q = self.families[0](self.encoder(self._labelled(x)))  # batch (B,)
+        q = self.families[0](self.encoder(self.encoder_input(x)))  # batch (B,)
         zs, qs = [sampler(q, (k,))], [q]  # z_1: (K, B, d_1)
         for i, up in enumerate(self.up):
             q = self.families[i + 1](up(zs[-1]))  # q(z_{l+1} | z_l), batch (K, B)
@@ -244,7 +244,7 @@ class HierarchicalVAE(nn.Module):
                 for i in range(self.depth)]
 
     def _top_down(self, x: torch.Tensor, k: int, sampler: Sampler) -> list[LatentLayer]:
-        hs = [self.encoder(self._labelled(x))]  # (B, 2 d_1)
+        hs = [self.encoder(self.encoder_input(x))]  # (B, 2 d_1)
         for up in self.up:
             hs.append(up(hs[-1]))  # (B, 2 d_{l+1})
         q = self.families[-1](hs[-1])
@@ -269,11 +269,11 @@ class HierarchicalVAE(nn.Module):
         """The top layer's q for pictures: q(z_L|x) (top-down, exact), or bottom-up
         q(z_L | z_{L-1}) along the means of the layers below (an approximation)."""
         if self.inference == "top-down":
-            h = self.encoder(self._labelled(x))
+            h = self.encoder(self.encoder_input(x))
             for up in self.up:
                 h = up(h)
             return self.families[-1](h)
-        q = self.families[0](self.encoder(self._labelled(x)))
+        q = self.families[0](self.encoder(self.encoder_input(x)))
         for i, up in enumerate(self.up):
             q = self.families[i + 1](up(q.mean))
         return q
@@ -305,6 +305,25 @@ class HierarchicalVAE(nn.Module):
         """E[x | z_1] with every layer at its q mean (top-down: going down from q(z_L|x))."""
         tr = self.trace(x, 1, sampler=lambda q, shape: q.mean.expand(*shape, *q.mean.shape))
         return tr.px.mean[0]
+
+    @torch.no_grad()
+    def relabel(self, x: torch.Tensor) -> torch.Tensor:
+        """Conditional: each datapoint's code decoded under every label, (B, C, *event).
+
+        ``x`` is a labelled batch (B, D + C); its code is every layer at its q mean given
+        (x, y) (as :meth:`reconstruct`), and column c is E[x | z_1, y = c]: what the latent
+        keeps (style) when the label (class) changes (Sohn et al. 2015, fig. 5)."""
+        if not self.classes:
+            raise ValueError("relabel needs a conditional model (model.conditional=true)")
+        if self.split(x)[1] is None:
+            raise ValueError(f"relabel needs labelled rows (B, D + {self.classes}), got "
+                             f"{tuple(x.shape)}")
+        z1 = self.latents(x, 1, sampler=lambda q, shape: q.mean.expand(*shape, *q.mean.shape)
+                          )[0].z[0]  # (B, d_1)
+        b, c = z1.shape[0], self.classes
+        y = torch.eye(c, dtype=z1.dtype, device=z1.device).expand(b, c, c)  # (B, C, C)
+        px = self._px(z1.unsqueeze(1).expand(b, c, z1.shape[-1]), y)
+        return px.mean  # (B, C, *event)
 
     def describe(self) -> str:
         """One line for reports: the layers, the inference scheme, labels."""

@@ -37,6 +37,11 @@ PICTURES: dict[str, Picture] = {
                                            "lower layers add)."),
     "classes": Picture("class-grid.png", "Conditional: samples under each label, one row "
                                          "per class."),
+    "kl_layers": Picture("kl-per-layer.png", "Hierarchical: KL(q||p) of each latent layer per "
+                                             "epoch (and active units per layer, where "
+                                             "validated)."),
+    "relabel": Picture("relabel.png", "Conditional: test images (left column) and each "
+                                      "one's code decoded under every label."),
 }
 # pictures drawn by other steps (end of training for 2-D latents, `vaelab gap`)
 OTHER_PICTURES: dict[str, Picture] = {

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # annotations only: api.py sits above viz/
 KINDS = tuple(PICTURES)
 # what `vaelab train` draws at the end of a run (all of them, cheap ones first)
 TRAIN_KINDS = ("samples", "reconstructions", "curves", "scatter", "grid", "interpolation",
-               "kl", "sweep", "animation", "layers", "classes")
+               "kl", "sweep", "animation", "layers", "classes", "kl_layers", "relabel")
 
 
 @dataclass
@@ -222,6 +222,31 @@ class RunPictures:
                                       "(model.conditional=true)")
         self.require_image()
         return plots.plot_class_grid(self.model, path, per_class=self.options.n or 10)
+
+    def kl_layers(self, path: Path) -> Path:
+        from vaelab.training.runs import RunDir
+        from vaelab.viz.layer_plots import plot_layer_kl
+
+        if getattr(self.model, "depth", 1) < 2:
+            raise plots.NotApplicable("does not apply: KL per layer is for hierarchical "
+                                      "models (model.latent_layers with two or more "
+                                      "entries)")
+        return plot_layer_kl(RunDir(self.run.path).read_metrics(), path)
+
+    def relabel(self, path: Path) -> Path:
+        from vaelab.data.prepare import with_labels
+        from vaelab.viz.layer_plots import plot_relabel
+
+        if not getattr(self.model, "classes", 0):
+            raise plots.NotApplicable("does not apply: decoding under every label is for "
+                                      "conditional models (model.conditional=true)")
+        self.require_image()
+        if self.y is None:
+            raise plots.NotApplicable(f"does not apply: the {self.split} split has no labels "
+                                      "to encode with")
+        n = self.options.n or 8
+        x = with_labels(self.run.config, self.dataset, self.x.cpu())[:n].to(self.x.device)
+        return plot_relabel(self.model, x, path)
 
     def sweep(self, path: Path) -> Path:
         if not is_categorical_model(self.model):
