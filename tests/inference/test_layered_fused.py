@@ -73,6 +73,10 @@ def test_fused_iwae_equals_the_general_path(inference, combine, samples, epoch):
     model, objective = make(inference, combine, name="iwae", samples=samples,
                             warmup_epochs=2.0)
     assert_same(model, objective, batch(), Progress(step=3, epoch=epoch))
+    objective.fused_layers = True
+    out = objective(model, batch(), Progress(step=3, epoch=epoch))
+    node = type(out.loss.grad_fn).__name__  # top-down: the latent stage is one node
+    assert (node == "_TopDownIwaeBackward") == (inference == "top-down"), node
 
 
 @pytest.mark.parametrize("kl,samples,free_bits", [("auto", 1, 0.0), ("auto", 3, 0.0),

@@ -40,6 +40,7 @@ from torch.autograd.function import once_differentiable
 
 from vaelab import rng
 from vaelab.inference.fused_elbo import _mlp_backward, _mlp_forward, _mlp_layers
+from vaelab.inference.fused_top_down import top_down_iwae
 from vaelab.inference.layered import LayeredOutput
 from vaelab.inference.objectives import apply_free_bits
 from vaelab.models import torch_private
@@ -290,7 +291,10 @@ def fused_layered_elbo(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tenso
 def fused_layered_iwae(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tensor, *,
                        samples: int = 5, beta: float = 1.0) -> LayeredOutput:
     """``layered.layered_iwae`` of the model ``plan`` describes: log (1/K) sum_k w_k over
-    the joint latent; beta < 1 trains on log p(x|z_1) + beta (log p(z) - log q(z|x))."""
+    the joint latent; beta < 1 trains on log p(x|z_1) + beta (log p(z) - log q(z|x)).
+    Top-down: everything below the bottom-up pass is one node (``fused_top_down.py``)."""
+    if model.inference == "top-down" and model.depth > 1:
+        return _top_down_iwae(plan, model, x, samples, beta)
     layers, log_px = _trace(plan, model, x, samples)
     per_layer = [layer.log_q_minus_log_p().sum(-1).neg() for layer in layers]  # (K, B)
     log_ratio = cast(torch.Tensor, sum(per_layer))
@@ -301,6 +305,23 @@ def fused_layered_iwae(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tenso
     return LayeredOutput(loss=loss, bound=bound, rec=log_px.mean(0).detach(),
                          kl=(-log_ratio).mean(0).detach(),
                          layer_kl=[-t.mean(0).detach() for t in per_layer])
+
+
+def _top_down_iwae(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tensor, k: int,
+                   beta: float) -> LayeredOutput:
+    data, y = model.split(x)
+    b = x.shape[0]
+    hs = [_mlp(plan.encoder, model.encoder_input(x).reshape(b, -1))]  # (B, 2 d_1)
+    for net in plan.up:
+        hs.append(_mlp(net, hs[-1]))
+    eps = [_noise(k, b, d, i == model.depth - 1, x.device)  # drawn top first, as layered.py
+           for i, d in reversed(list(enumerate(model.sizes)))][::-1]
+    if model.classes and y is None:
+        y = x.new_full((b, model.classes), 1 / model.classes)
+    loss, bound, rec, kl, layer_kl = top_down_iwae(
+        data.reshape(b, -1), y, beta, model.combine, hs, eps,
+        [(_params(net), net[1]) for net in plan.down], (_params(plan.decoder), plan.decoder[1]))
+    return LayeredOutput(loss=loss, bound=bound, rec=rec, kl=kl, layer_kl=list(layer_kl))
 
 
 def fused_layered(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tensor, name: str,
