@@ -88,10 +88,10 @@ def fused_plan(model: VAE) -> FusedPlan | None:
                      model.posterior.latent_shape[0])
 
 
-def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
-            ) -> torch.Tensor:
-    """act(a W^T + b), act one of none, relu, tanh."""
-    if fastlinear.onednn_for(a):
+def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str,
+            public: bool = False) -> torch.Tensor:
+    """act(a W^T + b), act one of none, relu, tanh; ``public``: torch's own GEMM."""
+    if not public and fastlinear.onednn_for(a):
         return torch_private.linear_pointwise(a, weight, bias, act)
     out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
     if act == "none":
@@ -99,25 +99,28 @@ def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str
     return F.relu(out) if act == "relu" else torch.tanh(out)
 
 
-def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b^T (either a strided view)."""
-    if fastlinear.onednn_for(a):
+def _mm_t(a: torch.Tensor, b: torch.Tensor, public: bool = False) -> torch.Tensor:
+    """a @ b^T (either a strided view); ``public``: torch's own GEMM."""
+    if not public and fastlinear.onednn_for(a):
         return fastlinear._mm_t(a, b)
     return fastlinear._mm_t_differentiable(a, b)
 
 
-def _mlp_forward(a: torch.Tensor, params: list[torch.Tensor], act: str) -> list[torch.Tensor]:
-    """Each layer's input, then the output: [a, h1, ..., out]."""
+def _mlp_forward(a: torch.Tensor, params: list[torch.Tensor], act: str, public: bool = False
+                 ) -> list[torch.Tensor]:
+    """Each layer's input, then the output: [a, h1, ..., out]. ``public``: torch's own GEMMs
+    (``torch.addmm``, MKL) instead of the oneDNN route (used by ``fused_layered.py``)."""
     outs = [a]
     n = len(params) // 2
     for i in range(n):
         outs.append(_linear(outs[-1], params[2 * i], params[2 * i + 1],
-                            act if i < n - 1 else "none"))
+                            act if i < n - 1 else "none", public))
     return outs
 
 
 def _mlp_backward(g: torch.Tensor, inputs: list[torch.Tensor], params: list[torch.Tensor],
-                  act: str, input_grad: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+                  act: str, input_grad: bool, public: bool = False
+                  ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """Parameter gradients (W1, b1, W2, ...) and dL/d(input) from g = dL/d(output);
     ``inputs`` are the layers' inputs, so layer i's activation output is ``inputs[i + 1]``."""
     n = len(params) // 2
@@ -127,10 +130,10 @@ def _mlp_backward(g: torch.Tensor, inputs: list[torch.Tensor], params: list[torc
             h = inputs[i + 1]
             g = torch_private.relu_backward(g, h) if act == "relu" \
                 else torch_private.tanh_backward(g, h)
-        grads[2 * i] = _mm_t(g.t(), inputs[i].t())
+        grads[2 * i] = _mm_t(g.t(), inputs[i].t(), public)
         grads[2 * i + 1] = g.sum(0)
         if i > 0 or input_grad:
-            g = _mm_t(g, params[2 * i].t())
+            g = _mm_t(g, params[2 * i].t(), public)
     return grads, (g if input_grad else None)
 
 

@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 from vaelab import rng
 from vaelab.inference.fused_elbo import _mlp_backward, _mlp_forward, _mlp_layers
-from vaelab.inference.fused_top_down import top_down_iwae
+from vaelab.inference.fused_top_down import PUBLIC, top_down_iwae
 from vaelab.inference.layered import LayeredOutput
 from vaelab.inference.objectives import apply_free_bits
 from vaelab.models import torch_private
@@ -93,7 +93,7 @@ class _FusedMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, act: str, *params: torch.Tensor):
-        outs = _mlp_forward(a, list(params), act)
+        outs = _mlp_forward(a, list(params), act, PUBLIC)
         ctx.act, ctx.n = act, len(outs) - 1
         ctx.save_for_backward(*outs[:-1], *params)
         return outs[-1]
@@ -104,7 +104,7 @@ class _FusedMLP(torch.autograd.Function):
         saved = ctx.saved_tensors
         grads, g_in = _mlp_backward(grad.contiguous(), list(saved[:ctx.n]),
                                     list(saved[ctx.n:]), ctx.act,
-                                    input_grad=ctx.needs_input_grad[0])
+                                    input_grad=ctx.needs_input_grad[0], public=PUBLIC)
         return (g_in, None, *grads)
 
 
@@ -115,7 +115,7 @@ class _FusedBernoulliDecoder(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, x: torch.Tensor, k: int, act: str, *params: torch.Tensor):
-        outs = _mlp_forward(z, list(params), act)
+        outs = _mlp_forward(z, list(params), act, PUBLIC)
         logits = outs[-1].view(k, x.shape[0], -1)  # (K, B, D)
         rec = (x * logits).sub_(F.softplus(logits)).sum(-1)
         ctx.act, ctx.n, ctx.k = act, len(outs), k
@@ -130,7 +130,7 @@ class _FusedBernoulliDecoder(torch.autograd.Function):
         k, b = ctx.k, x.shape[0]
         g = torch.sigmoid(outs[-1]).view(k, b, -1).sub_(x).mul_(grad.neg().unsqueeze(-1))
         grads, g_in = _mlp_backward(g.view(k * b, -1), list(outs[:-1]), list(params),
-                                    ctx.act, input_grad=ctx.needs_input_grad[0])
+                                    ctx.act, input_grad=ctx.needs_input_grad[0], public=PUBLIC)
         return (g_in, None, None, None, *grads)
 
 
