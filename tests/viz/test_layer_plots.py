@@ -73,3 +73,21 @@ def test_kl_per_layer_reads_the_records_of_every_layer(layered):
     assert all(r["train_kl_layer2"] >= 0 for r in history)  # the closed-form top
     with pytest.raises(NotApplicable, match="does not apply"):
         plot_layer_kl([{"epoch": 1, "train_kl": 3.0}], layered.path / "unused.png")
+
+
+def test_layer_picture_of_a_conditional_model_keeps_one_label_per_row(layered, tmp_path,
+                                                                     monkeypatch):
+    from vaelab.viz import plots
+
+    model = layered.model
+    seen = {}
+    original = model.sample
+
+    def spy(n, **kwargs):
+        seen.update(kwargs)
+        return original(n, **kwargs)
+
+    monkeypatch.setattr(model, "sample", spy)
+    plots.plot_top_fixed(model, tmp_path / "layers.png", rows=3, cols=4)
+    assert seen["labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert torch.equal(seen["top"][:4], seen["top"][:1].expand(4, -1))

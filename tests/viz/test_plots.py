@@ -41,8 +41,8 @@ def applies(kind: str, family: str, shape: str) -> bool:
         return image and not discrete
     if kind == "sweep":
         return image and family == "categorical"
-    if kind in ("layers", "classes"):  # hierarchical / conditional models only (their tests)
-        return False
+    if kind in ("layers", "classes", "kl_layers", "relabel"):
+        return False  # hierarchical / conditional models only (their tests)
     return image  # interpolation, samples, reconstructions
 
 
@@ -62,8 +62,9 @@ def test_every_picture_on_every_family_and_data_shape(tmp_path_factory, tmp_path
         assert figure.path is None, f"{figure.kind} should not apply to {family}/{shape}"
         if figure.kind == "sweep" and family != "categorical":
             assert "categorical" in figure.note
-        elif figure.kind in ("layers", "classes"):
-            assert ("hierarchical" if figure.kind == "layers" else "conditional") in figure.note
+        elif figure.kind in ("layers", "classes", "kl_layers", "relabel"):
+            assert ("hierarchical" if figure.kind in ("layers", "kl_layers")
+                    else "conditional") in figure.note
         elif shape == "tabular":
             assert "not an image dataset" in figure.note
         elif figure.kind == "grid":

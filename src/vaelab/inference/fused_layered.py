@@ -76,7 +76,7 @@ def layered_plan(model: HierarchicalVAE) -> LayeredPlan | None:
         return None
     nets = [_mlp_layers(model.encoder.net), _mlp_layers(model.decoder.net)]
     up = [_mlp_layers(u) for u in model.up]
-    down = [_mlp_layers(d.net) for d in model.down]
+    down = [_mlp_layers(cast(GaussianConditional, d).net) for d in model.down]
     if any(n is None for n in (*nets, *up, *down)):
         return None
     encoder, decoder = cast(list[Net], nets)  # checked above: none is None
@@ -169,7 +169,7 @@ class _Layer:
     def kl(self) -> torch.Tensor:
         """KL(q || p) per dimension in closed form given the draw above: (B, d) on top
         (``kl.UnitNormal``), (K, B, d) below (torch's ``_kl_normal_normal``)."""
-        if self.p_loc is None:
+        if self.p_loc is None or self.p_scale is None:  # both None on top
             return 0.5 * (self.loc.square() + self.scale.square() - 1) - self.scale.log()
         var_ratio = (self.scale / self.p_scale).pow(2)
         t1 = ((self.loc - self.p_loc) / self.p_scale).pow(2)

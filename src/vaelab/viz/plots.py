@@ -77,10 +77,13 @@ def plot_samples(model: VAE, path: Path, n: int = 64) -> Path:
 @torch.no_grad()
 def plot_top_fixed(model, path: Path, rows: int = 8, cols: int = 8) -> Path:
     """Hierarchical model: row r holds one draw of the top layer z_L ~ p(z_L) fixed, its
-    columns resample every layer below (``model.sample(top=...)``)."""
+    columns resample every layer below (``model.sample(top=...)``); a conditional model keeps
+    one label per row too (row r: label r mod C), so only the lower layers change."""
     require_image(model.event_shape)
     top = model.prior().sample((rows,))  # (rows, d_L)
-    images = model.sample(rows * cols, top=top.repeat_interleave(cols, 0))
+    labels = (torch.arange(rows) % model.classes).repeat_interleave(cols) \
+        if getattr(model, "classes", 0) else None
+    images = model.sample(rows * cols, top=top.repeat_interleave(cols, 0), labels=labels)
     return save_grid(images, path, ncols=cols,
                      title="each row: z_L fixed, lower layers resampled")
 
