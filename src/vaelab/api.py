@@ -575,8 +575,8 @@ def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool)
     # the weights alone, safetensors: what `vaelab export` and other tools read
     save_safetensors(run.model, run_dir.path / WEIGHTS_FILE)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
-    summary["training_step"] = ("fused ELBO or IWAE (inference/fused_elbo.py, fused_iwae.py; "
-                                "train.fused)"
+    summary["training_step"] = ("fused ELBO or IWAE (inference/fused_elbo.py, fused_iwae.py, "
+                                "fused_layered.py; train.fused)"
                                 if setup.objective.trains_fused(setup.model) else
                                 "autograd through the model's modules and distributions")
     run_dir.write_json("summary.json", summary)

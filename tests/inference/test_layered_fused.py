@@ -135,3 +135,25 @@ def test_train_fused_false_and_other_models_keep_the_general_path():
     hooked, _ = make("bottom-up", "ladder")
     hooked.down[0].register_forward_hook(lambda *args: None)
     assert layered_plan(hooked) is None
+
+
+def test_a_hierarchical_run_trains_the_same_with_the_fused_path_on_or_off(tmp_path):
+    import json
+
+    from tiny import make_npz, tiny_config
+    from vaelab.api import fit
+
+    data = make_npz(tmp_path / "d.npz", n=128)
+    runs = {}
+    for fused in (True, False):
+        config = tiny_config(data, "train.epochs=2", "model.latent_layers=[4,2]",
+                             "model.inference=top-down", "model.layer_hidden=[8]",
+                             "objective.name=iwae", "objective.samples=3",
+                             f"train.fused={str(fused).lower()}")
+        runs[fused] = fit(config, out=tmp_path / f"fused-{fused}", pictures=False)
+    for fused, run in runs.items():
+        step = json.loads((run.path / "summary.json").read_text())["training_step"]
+        assert step.startswith("fused") == fused, step
+    on, off = runs[True].model.state_dict(), runs[False].model.state_dict()
+    for name in off:
+        torch.testing.assert_close(on[name], off[name], rtol=1e-3, atol=1e-4, msg=name)
