@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from fused_step import one_step
 from tiny import make_npz, tiny_config
 from vaelab import rng
 from vaelab.api import fit
@@ -37,12 +38,7 @@ START = Progress(step=0, epoch=0.0)
 def run(model, objective, x, *, fused: bool, progress: Progress = START):
     """Loss, bound terms and parameter gradients of one step, fused or not, same noise."""
     objective.fused = fused
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(7)
-    out = objective(model, x, progress)
-    out.loss.backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    return out, grads
+    return one_step(model, objective, x, progress)
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fused_step import one_step
 from vaelab import rng
 from vaelab.build import build_model, build_objective
 from vaelab.config import ModelConfig, ObjectiveConfig
@@ -29,11 +30,7 @@ def batch(n: int = 10) -> torch.Tensor:
 
 def run(model, objective, x, *, fused: bool, progress: Progress):
     objective.fused = fused
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(7)
-    out = objective(model, x, progress)
-    out.loss.backward()
-    return out, {name: p.grad.clone() for name, p in model.named_parameters()}
+    return one_step(model, objective, x, progress)
 
 
 @pytest.mark.parametrize("epoch", [0.5, 3.0], ids=["warm-up", "beta=1"])

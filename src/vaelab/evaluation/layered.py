@@ -12,6 +12,7 @@ collapse warning that names the layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 import torch
@@ -85,7 +86,8 @@ def active_units(model: HierarchicalVAE, x: torch.Tensor, *, threshold: float = 
 
 
 def layer_report(model: HierarchicalVAE, terms: dict[str, torch.Tensor],
-                 variances: list[torch.Tensor], threshold: float, mean_and_stderr
+                 variances: list[torch.Tensor], threshold: float,
+                 mean_and_stderr: Callable[[torch.Tensor], tuple[float, float]]
                  ) -> dict[str, object]:
     """Per-layer KL (with stderr), active units and the collapse warnings of the report."""
     kl = [mean_and_stderr(terms[f"kl_layer{i + 1}"]) for i in range(model.depth)]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.latent_space import (
     encode_means,
     fit_projection,
@@ -209,19 +210,25 @@ class RunPictures:
         return plots.plot_kl_per_dimension(values, stderr, kind, path, unit=unit,
                                            over=f"{n} {self.split} points")
 
+    def hierarchy(self) -> HierarchicalVAE | None:
+        """The model as a HierarchicalVAE (several latent layers or labels), else None."""
+        return self.model if isinstance(self.model, HierarchicalVAE) else None
+
     def layers(self, path: Path) -> Path:
-        if getattr(self.model, "depth", 1) < 2:
+        model = self.hierarchy()
+        if model is None or model.depth < 2:
             raise plots.NotApplicable("the layer picture is for hierarchical models "
                                       "(model.latent_layers with two or more entries)")
         self.require_image()
-        return plots.plot_top_fixed(self.model, path, rows=8, cols=8)
+        return plots.plot_top_fixed(model, path, rows=8, cols=8)
 
     def classes(self, path: Path) -> Path:
-        if not getattr(self.model, "classes", 0):
+        model = self.hierarchy()
+        if model is None or not model.classes:
             raise plots.NotApplicable("the class grid is for conditional models "
                                       "(model.conditional=true)")
         self.require_image()
-        return plots.plot_class_grid(self.model, path, per_class=self.options.n or 10)
+        return plots.plot_class_grid(model, path, per_class=self.options.n or 10)
 
     def kl_layers(self, path: Path) -> Path:
         from vaelab.training.runs import RunDir
@@ -237,7 +244,8 @@ class RunPictures:
         from vaelab.data.prepare import with_labels
         from vaelab.viz.layer_plots import plot_relabel
 
-        if not getattr(self.model, "classes", 0):
+        model = self.hierarchy()
+        if model is None or not model.classes:
             raise plots.NotApplicable("does not apply: decoding under every label is for "
                                       "conditional models (model.conditional=true)")
         self.require_image()
@@ -246,7 +254,7 @@ class RunPictures:
                                       "to encode with")
         n = self.options.n or 8
         x = with_labels(self.run.config, self.dataset, self.x.cpu())[:n].to(self.x.device)
-        return plot_relabel(self.model, x, path)
+        return plot_relabel(model, x, path)
 
     def sweep(self, path: Path) -> Path:
         if not is_categorical_model(self.model):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from vaelab.models.hierarchical import HierarchicalVAE
 
 from vaelab.viz.plots import NotApplicable, plt, require_image, save_figure, save_grid
 
@@ -58,7 +61,7 @@ def plot_layer_kl(history: list[dict[str, Any]], path: Path) -> Path:
 
 
 @torch.no_grad()
-def plot_relabel(model, x: torch.Tensor, path: Path) -> Path:
+def plot_relabel(model: HierarchicalVAE, x: torch.Tensor, path: Path) -> Path:
     """Conditional model: row i is test image i, then its code decoded under each label
     (``model.relabel``): the latent keeps the style, the label sets the class.
     ``x``: labelled rows (n, D + C)."""

@@ -13,7 +13,16 @@ import matplotlib.pyplot as plt
 import torch
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from vaelab.models.hierarchical import HierarchicalVAE
+    from vaelab.models.latent_space import Projection
     from vaelab.models.vae import VAE
+
+# class labels of the plotted points (N,), or None for unlabelled data
+Labels = torch.Tensor | Any | None
 
 
 class NotApplicable(ValueError):
@@ -75,7 +84,7 @@ def plot_samples(model: VAE, path: Path, n: int = 64) -> Path:
 
 
 @torch.no_grad()
-def plot_top_fixed(model, path: Path, rows: int = 8, cols: int = 8) -> Path:
+def plot_top_fixed(model: HierarchicalVAE, path: Path, rows: int = 8, cols: int = 8) -> Path:
     """Hierarchical model: row r holds one draw of the top layer z_L ~ p(z_L) fixed, its
     columns resample every layer below (``model.sample(top=...)``); a conditional model keeps
     one label per row too (row r: label r mod C), so only the lower layers change."""
@@ -89,7 +98,7 @@ def plot_top_fixed(model, path: Path, rows: int = 8, cols: int = 8) -> Path:
 
 
 @torch.no_grad()
-def plot_class_grid(model, path: Path, per_class: int = 10) -> Path:
+def plot_class_grid(model: HierarchicalVAE, path: Path, per_class: int = 10) -> Path:
     """Conditional model: row c is ``per_class`` samples E[x|z, y=c], z ~ p(z)."""
     require_image(model.event_shape)
     labels = torch.arange(model.classes).repeat_interleave(per_class)
@@ -128,7 +137,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
 
 # -- the latent space: scatter, prior grid, interpolation, KL per dimension, animation ------
 
-def label_colors(labels, n: int):
+def label_colors(labels: Labels, n: int) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
     """One colour per point: tab10/tab20 by class, or a single colour without labels."""
     import numpy as np
 
@@ -176,7 +185,7 @@ def _scatter_axes(ax, uv, colors, legend, projection, title: str) -> None:
                   loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
-def plot_scatter(codes: torch.Tensor, labels, projection, path: Path,
+def plot_scatter(codes: torch.Tensor, labels: Labels, projection: Projection, path: Path,
                  title: str = "posterior means E_q[z|x] of test points") -> Path:
     """The approximate posterior: each test point's q(z|x) mean, projected, by label."""
     uv = projection(codes).numpy()
@@ -187,7 +196,8 @@ def plot_scatter(codes: torch.Tensor, labels, projection, path: Path,
     return save_figure(fig, path)
 
 
-def plot_animation(frames, path: Path, projection, fps: int = 3, dpi: int = 70) -> Path:
+def plot_animation(frames: Sequence[tuple[int, Any, Labels]], path: Path,
+                   projection: Projection, fps: int = 3, dpi: int = 70) -> Path:
     """A GIF of the posterior scatter over training; ``frames`` [(epoch, codes, labels)].
 
     One projection and fixed axes for every frame, so motion on screen is motion in z.
