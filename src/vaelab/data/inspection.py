@@ -30,7 +30,8 @@ from .userfiles import npz_splits
 
 KIND_NAMES = {"cifar10": "built-in (CIFAR-10)", "cifar-batches": "CIFAR-10 python batches",
               "built-in": "built-in", "npz": ".npz file", "idx": "IDX file",
-              "table": "table", "image-folder": "image folder"}
+              "npy": ".npy file(s), memory-mapped", "table": "table",
+              "image-folder": "image folder"}
 OWN_SPLITS = ("train", "valid", "test")  # loaded one by one where the data have their own
 
 

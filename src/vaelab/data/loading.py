@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from vaelab.config import DataConfig
@@ -14,6 +15,7 @@ from .download import Opener
 from .errors import DataError
 from .idx import IDX_NAME
 from .images import is_image_folder, load_image_folder
+from .npy import is_npy_source, open_npy
 from .sources import DatasetStatus, status
 from .tables import is_table, load_table
 from .userfiles import load_idx_file, load_npz
@@ -23,6 +25,15 @@ def _spec_name(name: str) -> str:
     return name.strip().lower().replace("_", "-")
 
 
+def load_npy(name: str | Path, split: str = "all",
+             options: DataConfig | None = None) -> ArrayDataset:
+    """One split of ``.npy`` data (a file, a folder of shards, or split files; data/npy.py)
+    read into memory; a file without splits is cut by the seeded split of ``options``."""
+    options = options or DataConfig()
+    return open_npy(str(name), split, fractions=list(options.split_fractions),
+                    seed=options.split_seed).take()
+
+
 def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
                  download: bool = False, valid_seed: int = 0,
                  options: DataConfig | None = None) -> ArrayDataset:
@@ -30,8 +41,9 @@ def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
 
     Args:
         name: "mnist", "fashion-mnist", "cifar10", a directory of CIFAR-10 python-batch
-            files, a path to a .npz file, an IDX file (``*-idx3-ubyte[.gz]``), a folder of
-            PNG/JPEG images, or a .csv/.tsv/.parquet table.
+            files, a path to a .npz file, an IDX file (``*-idx3-ubyte[.gz]``), a .npy file or
+            a folder of them (memory-mapped, data/npy.py), a folder of PNG/JPEG images, or a
+            .csv/.tsv/.parquet table.
         split: "train", "valid", "train+valid" or "test"; "all" (every row) for a file of
             one array, which the seeded split cuts (an .npz with x_train/... has its own).
         data_dir: a directory searched first for the built-in datasets' files.
@@ -49,12 +61,14 @@ def load_dataset(name: str, split: str, *, data_dir: str | Path | None = None,
     if kind == "built-in":
         return load_builtin(DATASETS[_spec_name(name)], split, data_dir=data_dir,
                             download=download, valid_seed=valid_seed)
-    loader = {"npz": load_npz, "idx": load_idx_file, "table": load_table,
-              "image-folder": load_image_folder}[kind]
+    loaders: dict[str, Callable[[str, str, DataConfig | None], ArrayDataset]] = {
+        "npz": load_npz, "idx": load_idx_file, "npy": load_npy, "table": load_table,
+        "image-folder": load_image_folder}
+    loader = loaders[kind]
     return loader(name, split, options)
 
 
-KINDS = ("cifar10", "cifar-batches", "built-in", "npz", "idx", "table", "image-folder")
+KINDS = ("cifar10", "cifar-batches", "built-in", "npz", "idx", "npy", "table", "image-folder")
 
 
 def kind_of(name: str) -> str:
@@ -71,13 +85,16 @@ def kind_of(name: str) -> str:
         return "npz"
     if IDX_NAME.search(name.lower()):
         return "idx"
+    if is_npy_source(name):
+        return "npy"
     if is_table(name):
         return "table"
     if is_image_folder(name):
         return "image-folder"
     raise DataError(f"unknown dataset {name!r}; use {', '.join(DATASETS)}, cifar10, a .npz "
-                    f"file, an IDX file (*-idx3-ubyte[.gz]), a folder of PNG/JPEG images, a "
-                    f".csv/.parquet table or a directory of CIFAR-10 python-batch files")
+                    f"file, an IDX file (*-idx3-ubyte[.gz]), a .npy file or a folder of them, "
+                    f"a folder of PNG/JPEG images, a .csv/.parquet table or a directory of "
+                    f"CIFAR-10 python-batch files")
 
 
 def fetch_dataset(name: str, *, data_dir: str | Path | None = None, progress: bool = True,

@@ -15,6 +15,7 @@ from vaelab.config import Config, ConfigError
 from vaelab.data.batching import check_unit_interval, fixed_binarization
 from vaelab.data.dataset import ArrayDataset
 from vaelab.data.loading import load_dataset
+from vaelab.data.rows import Rows
 from vaelab.data.tables import is_table
 
 
@@ -31,13 +32,13 @@ def load_split(config: Config, split: str) -> ArrayDataset:
 
 def limit_rows(data: ArrayDataset, limit: int) -> ArrayDataset:
     """The first ``limit`` rows (data.train_limit; 0 = all): a small training subset."""
-    n = data.x.shape[0]
+    n = len(data)
     if limit < 0 or limit > n:
         raise ConfigError(f"data.train_limit={limit} must be between 0 (all) and the "
                           f"{data.split} split's {n} points")
     if limit in (0, n):
         return data
-    return dataclasses.replace(data, x=data.x[:limit],
+    return dataclasses.replace(data, values=data.values[:limit],
                                y=None if data.y is None else data.y[:limit],
                                source=f"{data.source} (first {limit})")
 
@@ -71,7 +72,7 @@ def eval_split(config: Config) -> str:
     return data.test_split or data.valid_split or data.train_split
 
 
-def resolve_label_classes(config: Config, train: ArrayDataset) -> None:
+def resolve_label_classes(config: Config, train: ArrayDataset | Rows) -> None:
     """model.conditional: check the training split has labels and, when
     model.label_classes is 0, set it from them (saved with the run's config)."""
     if not config.model.conditional:

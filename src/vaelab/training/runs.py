@@ -202,12 +202,14 @@ def model_weights(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
 # Keys that change how a run executes, not what it computes, so they may differ on resume;
 # train.epochs too: raising it in config.toml and resuming extends a finished run.
 RUNTIME_KEYS = {"train": {"epochs", "progress", "threads", "time_limit_minutes", "device",
-                          "checkpoint_every_steps", "keep_checkpoints", "fused"}}
+                          "checkpoint_every_steps", "keep_checkpoints", "fused"},
+                "data": {"storage"}}  # uint8, mapped or float32: the same float32 batches
 UNCHECKED_SECTIONS = {"eval"}  # evaluation settings do not touch training
 
 
 # what `--resume RUN --set KEY=VALUE` may change: how the run executes and how it is evaluated
-RESUME_CHANGEABLE = {"train": RUNTIME_KEYS["train"], "eval": None}  # None: every key
+RESUME_CHANGEABLE = {"train": RUNTIME_KEYS["train"], "data": RUNTIME_KEYS["data"],
+                     "eval": None}  # None: every key
 
 
 def resume_config(saved: Config, overrides: list[str], where: str | Path

@@ -4,8 +4,12 @@ The trainer knows nothing about VAEs. It gets a module, a ``step_fn(batch, progr
 returns ``(loss, terms)`` — ``terms`` are named per-datapoint tensors used for logging and
 for naming the culprit when something goes non-finite — and an optional ``validate_fn``.
 
+The training data are a row store (``data/rows.py``) or a tensor: each epoch draws one
+permutation of row numbers and each batch is read by its row numbers.
+
 Data parallel (see ``distributed.py``): under torchrun every rank runs this loop on its
-slice of each global batch, the step runs inside DistributedDataParallel, control
+slice of each global batch (the batch's row numbers are cut first, so a rank reads only its
+own rows), the step runs inside DistributedDataParallel, control
 decisions (skip a step, stop) are taken jointly, epoch metrics are summed over ranks, and
 only rank 0 calls the epoch-end and checkpoint hooks. Checkpoints can be taken every
 ``train.checkpoint_every_steps`` steps; they hold the position inside the epoch and every
@@ -25,7 +29,8 @@ from torch import nn
 
 from vaelab import console
 from vaelab.config import ConfigError, TrainConfig
-from vaelab.data import iterate_minibatches
+from vaelab.data.batching import index_batches
+from vaelab.data.rows import Rows, as_rows
 from vaelab.models.torch_private import scale_, tensor_norms
 from vaelab.rng import Shard, rng_states, set_rng_states, sharded
 from vaelab.schedules import Progress
@@ -206,11 +211,16 @@ class Trainer:
                 "lower train.lr, set train.grad_clip (e.g. 100), or check the data")
         return None
 
-    def fit(self, train_x: torch.Tensor, epochs: int | None = None) -> TrainState:
+    def fit(self, train_x: torch.Tensor | Rows, epochs: int | None = None) -> TrainState:
         """Train for ``epochs`` (default ``cfg.epochs``) counting epochs already done;
-        continues a loaded mid-epoch state from the batch where it stopped."""
+        continues a loaded mid-epoch state from the batch where it stopped.
+
+        ``train_x``: a tensor (N, ...) or a row store (``data/rows.py``: uint8 in memory,
+        memory-mapped files, a torch Dataset), read batch by batch by row numbers.
+        """
         epochs = self.cfg.epochs if epochs is None else epochs
-        n = train_x.shape[0]
+        train_x = as_rows(train_x)
+        n = len(train_x)
         steps_per_epoch = math.ceil(n / self.cfg.batch_size)
         limit = self.cfg.time_limit_minutes
         if limit > 0 and self.state.elapsed >= 60 * limit and self.state.batch == 0:
@@ -240,11 +250,20 @@ class Trainer:
         n = batch.shape[0] // world * world
         return batch[:n][Shard(self.ctx.rank, world).rows(n)] if n else None
 
+    def _read(self, train_x: Rows, idx: torch.Tensor) -> Any:
+        """This rank's rows of the global batch ``idx``: xb, or (local idx, xb) with
+        ``with_indices``; None when fewer rows than processes remain."""
+        local = self._local(idx)
+        if local is None:
+            return None
+        xb = train_x.gather(local)
+        return (local, xb) if self.with_indices else xb
+
     def _checkpoint(self, is_best: bool) -> None:
         if self.save_checkpoint is not None and self.ctx.is_main:
             self.save_checkpoint(self, is_best)
 
-    def _run_epoch(self, train_x: torch.Tensor, steps_per_epoch: int,
+    def _run_epoch(self, train_x: Rows, steps_per_epoch: int,
                    epochs: int) -> dict[str, Any]:
         self.module.train()
         st = self.state
@@ -261,12 +280,13 @@ class Trainer:
         # a bar on a terminal only: the epoch's log line says the rest (console.py)
         bar = console.progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", initial=st.batch,
                                enabled=self.cfg.progress and self.ctx.is_main)
-        batches = iterate_minibatches(train_x, self.cfg.batch_size, generator=self.generator,
-                                      start=st.batch, return_indices=self.with_indices)
+        # the global batch's row numbers; each rank cuts its slice first and reads only that
+        batches = index_batches(len(train_x), self.cfg.batch_size, generator=self.generator,
+                                start=st.batch, device=train_x.index_device)
         every = self.cfg.checkpoint_every_steps
-        for i, batch in enumerate(batches, start=st.batch):
+        for i, idx in enumerate(batches, start=st.batch):
             progress = Progress(step=st.step, epoch=epoch + i / steps_per_epoch)
-            local = self._local(batch)
+            local = self._read(train_x, idx)
             terms = self._step(local, progress) if local is not None else None
             if local is not None:
                 st.step += 1
