@@ -513,7 +513,8 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
     if source.given is not None and config.data.test_split:  # read (and checked) now: a bad
         split_dataset(dcfg, config.data.test_split, source.given)  # item fails before training
     resolve_label_classes(config, train)  # model.conditional: labels present, how many
-    stats = train.statistics()  # in chunks (a Dataset: a seeded sample)
+    # in chunks (a Dataset: a seeded sample); each process reads its share of the rows
+    stats = train.statistics((ctx.rank, ctx.world), combine=distributed.all_reduce_sum)
     model = build_model(config.model, train.event_shape, data_mean=stats.mean,
                         data_x=train, encoder=networks.encoder, decoder=networks.decoder)
     if config.train.init_from and warm:

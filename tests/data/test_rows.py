@@ -291,3 +291,23 @@ def test_vaelab_data_inspect_reads_npy_sources(tmp_path):
     facts = inspect_data(str(tmp_path / "a.npy"))
     assert facts.kind == ".npy file(s), memory-mapped" and facts.is_8bit
     assert facts.rows["all"] == 50 and facts.rows["train"] == 40
+
+
+def test_statistics_in_shards_read_each_share_once_and_equal_one_process(tmp_path):
+    x = images(101)
+    np.save(tmp_path / "a.npy", x)
+
+    def store():
+        return open_npy(str(tmp_path / "a.npy"), "all", fractions=FRACTIONS, seed=0)
+
+    tables, reads = [], []
+    for rank in range(3):  # what each of 3 processes computes and reads
+        s = store()
+        s.read_log = []
+        s.statistics((rank, 3), combine=lambda t: tables.append(t) or t)
+        reads.append(np.concatenate(s.read_log).tolist())
+    assert sorted(row for r in reads for row in r) == list(range(101))  # each row once
+    joined = store()._from_parts(sum(tables))
+    alone = store().statistics()
+    assert torch.equal(joined.mean, alone.mean) and (joined.lo, joined.hi) == (alone.lo,
+                                                                               alone.hi)

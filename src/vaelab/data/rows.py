@@ -172,24 +172,41 @@ class Rows:
         for start in range(0, local.size, step):
             yield self._read(self._base(local[start:start + step]))
 
-    def statistics(self) -> RowStats:
+    def statistics(self, shard: tuple[int, int] = (0, 1),
+                   combine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RowStats:
         """Mean row and value range, computed once in chunks (exact sums: int64 for 8-bit
-        data, float64 otherwise); NaN or infinite values are refused."""
+        data, float64 otherwise); NaN or infinite values are refused.
+
+        Data parallel: with ``shard`` = (rank, world) this process reads only its
+        contiguous 1/world of the rows, and ``combine`` (a sum over processes, e.g.
+        ``distributed.all_reduce_sum``) joins the parts: every process gets the same
+        statistics, for 8-bit data the very numbers of one process.
+        """
         if self._stats is None:
-            self._stats = self._summarise(self._summary_rows())
+            rank, world = shard
+            mine = np.array_split(self._summary_rows(), world)[rank]
+            part = self._summarise(mine)  # (D + 3,): sums, rows, lo, hi
+            table = torch.zeros(world, part.numel(), dtype=torch.float64)
+            table[rank] = part
+            if combine is not None and world > 1:
+                table = combine(table)
+            self._stats = self._from_parts(table)
         return self._stats
 
     def _summary_rows(self) -> np.ndarray:
         return np.arange(self.n, dtype=np.int64)
 
-    def _summarise(self, local: np.ndarray) -> RowStats:
+    def _summarise(self, local: np.ndarray) -> torch.Tensor:
+        """Sums of the rows ``local`` (integers, as float64, for 8-bit data), their count,
+        smallest and largest value: one float64 vector (D + 3,)."""
         # numpy's reductions cast in small buffers: no int64/float64 copy of a chunk
-        total: np.ndarray | None = None
+        width = int(np.prod(self.event_shape))
+        total = np.zeros(width, dtype=np.int64 if self.is_8bit else np.float64)
         lo, hi = np.inf, -np.inf
         for chunk in self._blocks(local):
-            block = chunk.numpy()
+            block = chunk.numpy().reshape(chunk.shape[0], -1)
             if block.dtype == np.uint8:
-                part = np.add.reduce(block, axis=0, dtype=np.int64)
+                total += np.add.reduce(block, axis=0, dtype=np.int64)
                 vmin, vmax = int(block.min()) / 255, int(block.max()) / 255
             else:
                 part = np.add.reduce(block, axis=0, dtype=np.float64)
@@ -197,15 +214,22 @@ class Rows:
                     bad = int(block.size - np.isfinite(block).sum())
                     raise DataError(f"{self.name} ({self.split}) has {bad} NaN or infinite "
                                     f"values; remove or impute them first")
+                total = total + part
                 vmin, vmax = float(block.min()), float(block.max())
-            total = part if total is None else total + part
             lo, hi = min(lo, vmin), max(hi, vmax)
-        assert total is not None  # every store has at least one row
-        mean = total.astype(np.float64) / local.size
+        return torch.from_numpy(np.concatenate([total.astype(np.float64),
+                                                [local.size, lo, hi]]))
+
+    def _from_parts(self, table: torch.Tensor) -> RowStats:
+        """The statistics of all rows from the processes' parts, (world, D + 3)."""
+        width = table.shape[1] - 3
+        n = int(table[:, width].sum())
+        mean = table[:, :width].sum(0) / n  # exact integer sums for 8-bit data
         if self.is_8bit:
             mean = mean / 255
-        return RowStats(torch.from_numpy(mean.astype(np.float32)), float(np.float32(lo)),
-                        float(np.float32(hi)), int(local.size))
+        lo, hi = float(table[:, width + 1].min()), float(table[:, width + 2].max())
+        return RowStats(mean.to(torch.float32).reshape(self.event_shape),
+                        float(np.float32(lo)), float(np.float32(hi)), n)
 
     def take(self, rows: np.ndarray | None = None, *, split: str | None = None) -> ArrayDataset:
         """Rows ``rows`` (sorted; default all) copied into memory as an ArrayDataset (uint8
@@ -300,7 +324,8 @@ class TensorRows(Rows):
                           is_8bit=self.is_8bit, rows=rows, scale=self.scale,
                           convert=self.convert)
 
-    def statistics(self) -> RowStats:
+    def statistics(self, shard: tuple[int, int] = (0, 1),
+                   combine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RowStats:
         if self.values.dtype == torch.float32 and self._rows is None and self._stats is None:
             # float32 storage: the mean as vaelab computed it before uint8 storage (same bits)
             lo, hi = (float(v) for v in torch.aminmax(self.values))
@@ -308,7 +333,7 @@ class TensorRows(Rows):
                 raise DataError(f"{self.name} ({self.split}) has NaN or infinite values; "
                                 f"remove or impute them first")
             self._stats = RowStats(self.values.mean(0).cpu(), lo, hi, self.n)
-        return super().statistics()
+        return super().statistics(shard, combine)
 
 
 def release_pages(array: np.ndarray) -> bool:

@@ -257,7 +257,7 @@ class Trainer:
         if local is None:
             return None
         xb = train_x.gather(local)
-        return (local, xb) if self.with_indices else xb
+        return (local.to(xb.device), xb) if self.with_indices else xb
 
     def _checkpoint(self, is_best: bool) -> None:
         if self.save_checkpoint is not None and self.ctx.is_main:
