@@ -166,6 +166,21 @@ def test_bad_data_fail_in_one_line_before_anything_is_written(tmp_path, data, er
     assert not (tmp_path / "run").exists()
 
 
+def test_a_conditional_model_on_a_dataset_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.conditional=true needs the labels in memory"):
+        vaelab.fit(config("model.conditional=true"), out=tmp_path / "run",
+                   data=Images(*images()))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_conditional_model_trains_on_labelled_arrays(tmp_path):
+    x, y = images()
+    run = vaelab.fit(config("model.conditional=true"), out=tmp_path / "run", data=(x, y),
+                     pictures=False)
+    assert run.config.model.label_classes == 4
+    assert run.data("test").shape == (12, 64 + 4)  # flattened x, then the one-hot label
+
+
 def test_data_name_python_without_data_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"data.name=python stands for data passed to"):
         vaelab.fit(config("data.name=python"), out=tmp_path / "run")

@@ -42,7 +42,7 @@ from vaelab.data.prepare import (
     uses_binarization,
     with_labels,
 )
-from vaelab.data.rows import LabelledRows, Rows, static_binarization
+from vaelab.data.rows import DatasetRows, LabelledRows, Rows, static_binarization
 from vaelab.data.standardize import Standardization
 from vaelab.data.storage import split_dataset, training_rows
 from vaelab.evaluation.evaluate import REDUCTION, elbo_terms, evaluate, mean_and_stderr
@@ -512,6 +512,10 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
         if config.data.valid_split else None
     if source.given is not None and config.data.test_split:  # read (and checked) now: a bad
         split_dataset(dcfg, config.data.test_split, source.given)  # item fails before training
+    if config.model.conditional and isinstance(train, DatasetRows):
+        raise ConfigError("model.conditional=true needs the labels in memory, but a torch "
+                          "Dataset passed as data= is read item by item; pass (x, y) arrays, "
+                          "or .npy files with .labels.npy")
     resolve_label_classes(config, train)  # model.conditional: labels present, how many
     # in chunks (a Dataset: a seeded sample); each process reads its share of the rows
     stats = train.statistics((ctx.rank, ctx.world), combine=distributed.all_reduce_sum)
