@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaelab.config import load_config
+from vaelab.config import ConfigError, load_config
 from vaelab.data import DataError, fixed_binarization, iterate_minibatches
 from vaelab.data.dataset import make_dataset, to_unit
 from vaelab.data.npy import is_npy_source, open_npy, open_npy_rows
@@ -211,7 +211,7 @@ def test_head_keeps_the_first_rows_and_labels():
     assert len(head) == 5 and torch.equal(head.y, y[:5])
     assert torch.equal(head.gather(torch.arange(5)), reference(x[:5]))
     assert rows.head(0) is rows
-    with pytest.raises(DataError, match=r"data.train_limit=21 must be between 0 \(all\) and"):
+    with pytest.raises(ConfigError, match=r"data.train_limit=21 must be between 0 \(all\)"):
         rows.head(21)
     mapped = ArrayRows([x], y.numpy(), name="n", split="train", source="s",
                        rows=np.arange(4, 20)).head(3)

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vaelab.config import ConfigError
+
 from .dataset import ArrayDataset, to_unit
 from .errors import DataError
 from .hashing import uniforms_at
@@ -151,8 +153,8 @@ class Rows:
 
     def head(self, limit: int) -> Rows:
         """The first ``limit`` rows (data.train_limit; 0 = all of them)."""
-        if limit < 0 or limit > self.n:
-            raise DataError(f"data.train_limit={limit} must be between 0 (all) and the "
+        if limit < 0 or limit > self.n:  # a config value that does not fit the data
+            raise ConfigError(f"data.train_limit={limit} must be between 0 (all) and the "
                             f"{self.split} split's {self.n} points")
         if limit in (0, self.n):
             return self
