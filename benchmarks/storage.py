@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from throughput import in_fresh_process  # benchmarks/throughput.py, beside this script
 
 RESULTS = Path(__file__).parent / "results"
 SIDES = ("float32", "auto")  # data.storage values; auto = uint8 for MNIST
@@ -50,15 +49,6 @@ def measure(storage: str, epochs: int, limit: int, out: Path) -> float:
     return max(r["images_per_sec"] for r in history)
 
 
-def in_fresh_process(storage: str, args: argparse.Namespace) -> float:
-    command = [sys.executable, __file__, "--part", storage, "--threads",
-               str(torch.get_num_threads()), *(["--quick"] if args.quick else [])]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the {storage} measurement failed:\n{done.stderr[-2000:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["images_per_sec"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
@@ -78,7 +68,7 @@ def main() -> None:
     runs: dict[str, list[float]] = {side: [] for side in SIDES}
     for _ in range(repeats):
         for side in SIDES:
-            runs[side].append(in_fresh_process(side, args))
+            runs[side].append(in_fresh_process(side, args, __file__)["images_per_sec"])
     medians = {side: statistics.median(v) for side, v in runs.items()}
     result = {
         "threads": torch.get_num_threads(), "torch": torch.__version__, "quick": args.quick,

@@ -150,8 +150,9 @@ def measure_part(part: str, quick: bool) -> dict:
     return {"images_per_sec": rate, **info}
 
 
-def in_fresh_process(part: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--part", part, "--threads",
+def in_fresh_process(part: str, args: argparse.Namespace, script: str = __file__) -> dict:
+    """``script --part PART`` in a fresh Python process: its last line, as JSON."""
+    command = [sys.executable, script, "--part", part, "--threads",
                str(torch.get_num_threads()), *(["--quick"] if args.quick else [])]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
