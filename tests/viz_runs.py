@@ -30,3 +30,18 @@ def tiny_run(factory, family: str = "gaussian", shape: str = "image", *extra: st
                              "eval.iw_samples=0", *extra)
         _cache[key] = vaelab.fit(config, out=root / "run", pictures=False)
     return _cache[key]
+
+
+def serving(runs: dict, timeout: float = 1.0):
+    """A fixture body: an explorer HTTP server on a free local port over ``runs``
+    ({name: run}, 20 points each), yielded with ``.runs`` set, shut down afterwards."""
+    from vaelab.viz.explorer import Explorer, LoadedModel, make_server, serve_in_thread
+
+    explorer = Explorer([LoadedModel(name, run, points=20) for name, run in runs.items()])
+    srv = make_server(explorer, "127.0.0.1", 0, request_timeout=timeout)
+    thread = serve_in_thread(srv)
+    srv.runs = runs
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)

@@ -23,9 +23,8 @@ from PIL import Image
 
 from vaelab.cli import main
 from vaelab.models.latent_space import decode_flat
-from vaelab.viz.explorer import Explorer, LoadedModel, make_server, serve_in_thread
 from vaelab.viz.explorer.session import LIMIT, MAX_STEPS
-from viz_runs import tiny_run
+from viz_runs import serving, tiny_run
 
 TIMEOUT = 1.0  # the server's per-connection socket timeout in these tests
 
@@ -35,14 +34,7 @@ def server(tmp_path_factory):
     runs = {"gauss": tiny_run(tmp_path_factory, "gaussian", "image"),
             "cat": tiny_run(tmp_path_factory, "categorical", "image"),
             "tab": tiny_run(tmp_path_factory, "gaussian", "tabular")}
-    explorer = Explorer([LoadedModel(name, run, points=20) for name, run in runs.items()])
-    srv = make_server(explorer, "127.0.0.1", 0, request_timeout=TIMEOUT)
-    thread = serve_in_thread(srv)
-    srv.runs = runs
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    yield from serving(runs, TIMEOUT)
 
 
 def request(server, method: str, path: str, body=None, headers=None, raw: bytes | None = None):

@@ -16,8 +16,7 @@ from PIL import Image
 
 from vaelab.data.prepare import eval_split, load_split, prepare_eval_x
 from vaelab.models.hierarchical import HierarchicalVAE
-from vaelab.viz.explorer import Explorer, LoadedModel, make_server, serve_in_thread
-from viz_runs import tiny_run
+from viz_runs import serving, tiny_run
 
 RUNS = {"top-down": ("model.latent_layers=[4,2]", "model.inference=top-down"),
         "bottom-up": ("model.latent_layers=[4,2]", "model.inference=bottom-up"),
@@ -28,14 +27,7 @@ RUNS = {"top-down": ("model.latent_layers=[4,2]", "model.inference=top-down"),
 def server(tmp_path_factory):
     runs = {name: tiny_run(tmp_path_factory, "gaussian", "image", *extra)
             for name, extra in RUNS.items()}
-    explorer = Explorer([LoadedModel(name, run, points=20) for name, run in runs.items()])
-    srv = make_server(explorer, "127.0.0.1", 0, request_timeout=1.0)
-    thread = serve_in_thread(srv)
-    srv.runs = runs
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    yield from serving(runs, 1.0)
 
 
 def post(server, path: str, body) -> tuple[int, dict]:
