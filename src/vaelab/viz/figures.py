@@ -210,23 +210,27 @@ class RunPictures:
         return plots.plot_kl_per_dimension(values, stderr, kind, path, unit=unit,
                                            over=f"{n} {self.split} points")
 
-    def hierarchy(self) -> HierarchicalVAE | None:
-        """The model as a HierarchicalVAE (several latent layers or labels), else None."""
-        return self.model if isinstance(self.model, HierarchicalVAE) else None
+    def layered_model(self, why: str) -> HierarchicalVAE:
+        """The model if it has two or more latent layers; else NotApplicable(why)."""
+        if isinstance(self.model, HierarchicalVAE) and self.model.depth >= 2:
+            return self.model
+        raise plots.NotApplicable(why)
+
+    def conditional_model(self, why: str) -> HierarchicalVAE:
+        """The model if it reads labels (model.conditional); else NotApplicable(why)."""
+        if isinstance(self.model, HierarchicalVAE) and self.model.classes:
+            return self.model
+        raise plots.NotApplicable(why)
 
     def layers(self, path: Path) -> Path:
-        model = self.hierarchy()
-        if model is None or model.depth < 2:
-            raise plots.NotApplicable("the layer picture is for hierarchical models "
-                                      "(model.latent_layers with two or more entries)")
+        model = self.layered_model("the layer picture is for hierarchical models "
+                                   "(model.latent_layers with two or more entries)")
         self.require_image()
         return plots.plot_top_fixed(model, path, rows=8, cols=8)
 
     def classes(self, path: Path) -> Path:
-        model = self.hierarchy()
-        if model is None or not model.classes:
-            raise plots.NotApplicable("the class grid is for conditional models "
-                                      "(model.conditional=true)")
+        model = self.conditional_model("the class grid is for conditional models "
+                                       "(model.conditional=true)")
         self.require_image()
         return plots.plot_class_grid(model, path, per_class=self.options.n or 10)
 
@@ -234,20 +238,16 @@ class RunPictures:
         from vaelab.training.runs import RunDir
         from vaelab.viz.layer_plots import plot_layer_kl
 
-        if getattr(self.model, "depth", 1) < 2:
-            raise plots.NotApplicable("does not apply: KL per layer is for hierarchical "
-                                      "models (model.latent_layers with two or more "
-                                      "entries)")
+        self.layered_model("does not apply: KL per layer is for hierarchical models "
+                           "(model.latent_layers with two or more entries)")
         return plot_layer_kl(RunDir(self.run.path).read_metrics(), path)
 
     def relabel(self, path: Path) -> Path:
         from vaelab.data.prepare import with_labels
         from vaelab.viz.layer_plots import plot_relabel
 
-        model = self.hierarchy()
-        if model is None or not model.classes:
-            raise plots.NotApplicable("does not apply: decoding under every label is for "
-                                      "conditional models (model.conditional=true)")
+        model = self.conditional_model("does not apply: decoding under every label is for "
+                                       "conditional models (model.conditional=true)")
         self.require_image()
         if self.y is None:
             raise plots.NotApplicable(f"does not apply: the {self.split} split has no labels "
