@@ -10,6 +10,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # test helper modules (linear_gaussian, ...)
 os.environ.setdefault("VAELAB_NO_DOWNLOAD", "1")
+# train.matmul=auto picks a GEMM library by timing; tests (and the processes they start)
+# multiply on oneDNN so that runs compare bit for bit; tests/training/test_matmul.py
+# clears this to test the timing itself
+os.environ.setdefault("VAELAB_MATMUL", "onednn")
 # one thread per test process: tests are small, and oversubscribed OpenMP threads (several
 # processes x 2 threads on 2 cores) slow everything down many times over
 torch.set_num_threads(1)

@@ -56,6 +56,7 @@ from vaelab.schedules import Progress
 from vaelab.summary import summarize
 from vaelab.training import distributed
 from vaelab.training.distributed import pick_device
+from vaelab.training.matmul import choose_matmul, use_matmul
 from vaelab.training.runs import (
     CHECKPOINT_FIX,
     RunDir,
@@ -245,7 +246,11 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
     else:
         state = load_checkpoint(ckpt_path)
         load_weights(model, model_weights(state, ckpt_path), f"checkpoint {ckpt_path}")
-    model.to(pick_device(device or config.train.device)).eval()
+    ctx = distributed.Context(device=pick_device(device or config.train.device))
+    model.to(ctx.device).eval()
+    ev = config.eval  # a run from before train.matmul (auto): timed at evaluation's shapes
+    matmul = choose_matmul(config, model, ctx, rows=ev.batch_size, samples=ev.sample_chunk)
+    config = use_matmul(config, model, matmul)
     return Run(path=run_dir.path, config=config, model=model, meta=meta, given=given)
 
 
@@ -457,6 +462,7 @@ def _fit(config: Config, ctx: distributed.Context, out: str | Path | None = None
     config = given_networks(config, networks.encoder, networks.decoder)
     seed_everything(config.train.seed)
     setup = _set_up(config, ctx, warm=resume is None, networks=networks, source=source)
+    config = setup.config  # train.matmul=auto resolved
     if run_dir is None:  # only now: bad data or config must not leave an empty run folder
         run_dir = RunDir(distributed.on_main(lambda: RunDir.create(
             out or default_run_name(config), overwrite=overwrite).path))
@@ -541,6 +547,9 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
     valid_x = with_labels(config, valid, prepare_eval_x(config, valid)) \
         if valid is not None else None
     model.to(ctx.device)
+    matmul = choose_matmul(config, model, ctx, rows=max(1, config.train.batch_size // ctx.world),
+                           samples=config.objective.samples)
+    config = use_matmul(config, model, matmul)  # recorded in the run's config.toml
     objective.to(ctx.device)
     train_x.to(ctx.device)
     valid_x = valid_x.to(ctx.device) if valid_x is not None else None

@@ -265,6 +265,9 @@ class TrainConfig:
     precision: Literal["float32", "bf16"] = "float32"
     compile: bool = False  # torch.compile the encoder and decoder for training
     fused: bool = True  # MLP Gaussian-Bernoulli VAE: its ELBO as one autograd node (fused_elbo.py)
+    # float32 CPU products of the linear layers: oneDNN's or torch's own GEMM (MKL); auto
+    # times both on the model's shapes when a run starts and records the faster in the run
+    matmul: Literal["auto", "onednn", "torch"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto (CUDA when present), cpu, cuda
     init_from: RunFolder = ""  # start from this run folder's best weights (fresh optimizer)
     inference: InferenceName = "amortized"  # q(z|x): amortized, semi-amortized, mean-field

@@ -16,6 +16,7 @@ from vaelab.api import fit
 from vaelab.build import build_model, build_objective
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.inference.fused_elbo import fused_gaussian_bernoulli_elbo, fused_plan
+from vaelab.models import fastlinear
 from vaelab.schedules import Progress
 from vaelab.training.speed import accelerate
 
@@ -41,10 +42,12 @@ def run(model, objective, x, *, fused: bool, progress: Progress = START):
     return one_step(model, objective, x, progress)
 
 
+@pytest.mark.parametrize("matmul", ["onednn", "torch"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("hidden", [[], [16], [16, 8]], ids=["linear", "one", "two"])
-def test_fused_equals_autograd_through_the_general_path(hidden, activation):
+def test_fused_equals_autograd_through_the_general_path(hidden, activation, matmul):
     model, objective = make(hidden, activation, warmup_epochs=2.0)  # beta 0.25 at epoch 0.5
+    fastlinear.set_matmul(model, matmul)  # train.matmul: both libraries, both paths
     x = batch()
     progress = Progress(step=3, epoch=0.5)
     fused, fused_grads = run(model, objective, x, fused=True, progress=progress)

@@ -12,6 +12,7 @@ from vaelab.build import build_model, build_objective
 from vaelab.config import ModelConfig, ObjectiveConfig
 from vaelab.inference.fused_elbo import fused_plan
 from vaelab.inference.fused_iwae import fused_gaussian_bernoulli_iwae
+from vaelab.models import fastlinear
 from vaelab.schedules import Progress
 
 EVENT = (1, 6, 6)
@@ -33,12 +34,14 @@ def run(model, objective, x, *, fused: bool, progress: Progress):
     return one_step(model, objective, x, progress)
 
 
+@pytest.mark.parametrize("matmul", ["onednn", "torch"])
 @pytest.mark.parametrize("epoch", [0.5, 3.0], ids=["warm-up", "beta=1"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("hidden,samples", [([], 1), ([16], 5), ([16, 8], 3)])
 def test_fused_iwae_equals_autograd_through_the_general_path(hidden, samples, activation,
-                                                              epoch):
+                                                              epoch, matmul):
     model, objective = make(hidden, activation, samples, warmup_epochs=2.0)
+    fastlinear.set_matmul(model, matmul)  # train.matmul: both libraries, both paths
     x = batch()
     progress = Progress(step=3, epoch=epoch)
     fused, fused_grads = run(model, objective, x, fused=True, progress=progress)

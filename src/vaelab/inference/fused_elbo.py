@@ -51,6 +51,7 @@ class FusedPlan:
     encoder_act: str  # relu or tanh, between the layers
     decoder_act: str
     latent_dim: int
+    public: bool = False  # torch's own GEMMs instead of oneDNN's (the layers' train.matmul)
 
 
 ACTIVATIONS = {nn.ReLU: "relu", nn.Tanh: "tanh"}  # oneDNN post-op names
@@ -84,8 +85,10 @@ def fused_plan(model: VAE) -> FusedPlan | None:
     decoder = _mlp_layers(model.decoder.net)
     if encoder is None or decoder is None:
         return None
+    public = any(layer.matmul == "torch" for layer in (*encoder[0], *decoder[0])
+                 if isinstance(layer, fastlinear.Linear))
     return FusedPlan(encoder[0], decoder[0], encoder[1], decoder[1],
-                     model.posterior.latent_shape[0])
+                     model.posterior.latent_shape[0], public)
 
 
 def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str,
@@ -138,24 +141,25 @@ def _mlp_backward(g: torch.Tensor, inputs: list[torch.Tensor], params: list[torc
 
 
 class _FusedGaussianBernoulliElbo(torch.autograd.Function):
-    """(x, eps, beta, encoder params' count, encoder and decoder activations, *encoder params,
-    *decoder params) -> (loss, rec, kl); rec and kl (B,) are not differentiable outputs."""
+    """(x, eps, beta, encoder params' count, encoder and decoder activations, public GEMMs,
+    *encoder params, *decoder params) -> (loss, rec, kl); rec and kl (B,) are not
+    differentiable outputs."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, eps: torch.Tensor, beta: float, n_encoder: int,
-                enc_act: str, dec_act: str, *params: torch.Tensor):
+                enc_act: str, dec_act: str, public: bool, *params: torch.Tensor):
         enc_params, dec_params = list(params[:n_encoder]), list(params[n_encoder:])
         d = eps.shape[1]
-        enc = _mlp_forward(x, enc_params, enc_act)
+        enc = _mlp_forward(x, enc_params, enc_act, public)
         mu, raw = enc[-1][:, :d], enc[-1][:, d:]
         scale = F.softplus(raw).add_(MIN_SCALE)
         z = torch.addcmul(mu, scale, eps)
-        dec = _mlp_forward(z, dec_params, dec_act)
+        dec = _mlp_forward(z, dec_params, dec_act, public)
         logits = dec[-1]
         rec = (x * logits).sub_(F.softplus(logits)).sum(1)
         kl = (0.5 * (mu.square() + scale.square() - 1)).sub_(scale.log()).sum(1)
         loss = (beta * kl - rec).mean()
-        ctx.beta, ctx.n_encoder, ctx.acts = beta, n_encoder, (enc_act, dec_act)
+        ctx.beta, ctx.n_encoder, ctx.acts, ctx.public = beta, n_encoder, (enc_act, dec_act), public
         ctx.save_for_backward(eps, mu, raw, scale, *enc[:-1], *dec[:-1], logits, *params)
         ctx.n_enc_acts, ctx.n_dec_acts = len(enc) - 1, len(dec) - 1
         ctx.mark_non_differentiable(rec, kl)
@@ -176,14 +180,14 @@ class _FusedGaussianBernoulliElbo(torch.autograd.Function):
         cb = c * ctx.beta
         g_logits = torch.sigmoid(logits).sub_(x).mul_(c)
         dec_grads, g_z = _mlp_backward(g_logits, dec_acts, dec_params, ctx.acts[1],
-                                       input_grad=True)
+                                       input_grad=True, public=ctx.public)
         assert g_z is not None  # input_grad=True returns dL/dz
         g_mu = g_z + cb * mu
         g_scale = torch.addcmul(cb * (scale - scale.reciprocal()), g_z, eps)
         g_raw = g_scale.mul_(torch.sigmoid(raw))
         enc_grads, _ = _mlp_backward(torch.cat([g_mu, g_raw], 1), enc_acts, enc_params,
-                                     ctx.acts[0], input_grad=False)
-        return (None, None, None, None, None, None, *enc_grads, *dec_grads)
+                                     ctx.acts[0], input_grad=False, public=ctx.public)
+        return (None, None, None, None, None, None, None, *enc_grads, *dec_grads)
 
 
 def fused_gaussian_bernoulli_elbo(plan: FusedPlan, x: torch.Tensor, eps: torch.Tensor,
@@ -193,7 +197,7 @@ def fused_gaussian_bernoulli_elbo(plan: FusedPlan, x: torch.Tensor, eps: torch.T
     params = [t for layer in (*plan.encoder, *plan.decoder) for t in (layer.weight, layer.bias)]
     return _FusedGaussianBernoulliElbo.apply(x.reshape(x.shape[0], -1), eps, float(beta),
                                              2 * len(plan.encoder), plan.encoder_act,
-                                             plan.decoder_act, *params)
+                                             plan.decoder_act, plan.public, *params)
 
 
 def fused_applies(x: torch.Tensor) -> bool:

@@ -6,9 +6,10 @@ datapoint and the IWAE bound of Burda et al. 2016 (``objectives.iwae``): the IWA
 the paper's table (``configs/paper-iwae5.toml``, ``paper-iwae50.toml``, ``paper-best.toml``).
 Why: the general path builds the distributions' graph over (K, B) tensors, some 80 kernels
 with autograd bookkeeping; here the decoder's K*B rows go through oneDNN GEMMs with the
-activation fused, and the backward pass is a straight list of kernels. Same numbers as
-``objectives.iwae`` to float32 rounding and the same random draws
-(``tests/inference/test_fused_iwae.py``); ``train.fused=false`` switches it off.
+activation fused (or torch's GEMMs, whichever ``train.matmul`` chose), and the backward
+pass is a straight list of kernels. Same numbers as ``objectives.iwae`` to float32 rounding
+and the same random draws (``tests/inference/test_fused_iwae.py``); ``train.fused=false``
+switches it off.
 
 With eps (K, B, d), z = mu + s * eps, s = softplus(r) + MIN_SCALE, l the decoder's logits:
   log w_beta = log p(x|z) + beta (log p(z) - log q(z|x)),
@@ -34,19 +35,19 @@ from vaelab.models.latents import MIN_SCALE
 
 
 class _FusedGaussianBernoulliIwae(torch.autograd.Function):
-    """(x, eps (K, B, d), beta, encoder params' count, activations, *params) ->
-    (loss, bound, rec, kl); the last three (B,) are not differentiable outputs."""
+    """(x, eps (K, B, d), beta, encoder params' count, activations, public GEMMs, *params)
+    -> (loss, bound, rec, kl); the last three (B,) are not differentiable outputs."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, eps: torch.Tensor, beta: float, n_encoder: int,
-                enc_act: str, dec_act: str, *params: torch.Tensor):
+                enc_act: str, dec_act: str, public: bool, *params: torch.Tensor):
         enc_params, dec_params = list(params[:n_encoder]), list(params[n_encoder:])
         k, b, d = eps.shape
-        enc = _mlp_forward(x, enc_params, enc_act)
+        enc = _mlp_forward(x, enc_params, enc_act, public)
         mu, raw = enc[-1][:, :d], enc[-1][:, d:]
         scale = F.softplus(raw).add_(MIN_SCALE)
         z = torch.addcmul(mu, scale, eps)  # (K, B, d)
-        dec = _mlp_forward(z.view(k * b, d), dec_params, dec_act)
+        dec = _mlp_forward(z.view(k * b, d), dec_params, dec_act, public)
         logits = dec[-1].view(k, b, -1)
         rec = (x * logits).sub_(F.softplus(logits)).sum(-1)  # (K, B) log p(x|z)
         half_log_2pi = 0.5 * d * math.log(2 * math.pi)
@@ -58,7 +59,7 @@ class _FusedGaussianBernoulliIwae(torch.autograd.Function):
         weights = (log_w_train - lse).exp_()  # softmax over the K samples
         loss = -(lse - math.log(k)).mean()
         bound = torch.logsumexp(log_w, 0) - math.log(k) if beta != 1.0 else lse - math.log(k)
-        ctx.beta, ctx.n_encoder, ctx.acts = beta, n_encoder, (enc_act, dec_act)
+        ctx.beta, ctx.n_encoder, ctx.acts, ctx.public = beta, n_encoder, (enc_act, dec_act), public
         ctx.shape = (k, b, d)
         ctx.save_for_backward(eps, raw, scale, weights, *enc[:-1], *dec[:-1], dec[-1],
                               *params)
@@ -86,7 +87,7 @@ class _FusedGaussianBernoulliIwae(torch.autograd.Function):
         ca = weights.mul(c)  # (K, B)
         g_logits = torch.sigmoid(logits).view(k, b, -1).sub_(x).mul_(ca.unsqueeze(-1))
         dec_grads, g_zf = _mlp_backward(g_logits.view(k * b, -1), dec_acts, dec_params,
-                                        ctx.acts[1], input_grad=True)
+                                        ctx.acts[1], input_grad=True, public=ctx.public)
         assert g_zf is not None  # input_grad=True returns dL/dz
         z = dec_acts[0].view(k, b, d)
         g_z = torch.addcmul(g_zf.view(k, b, d), z, ca.mul_(ctx.beta).unsqueeze(-1))
@@ -94,8 +95,8 @@ class _FusedGaussianBernoulliIwae(torch.autograd.Function):
         g_scale = (g_z * eps).sum(0).sub_(scale.reciprocal().mul_(c * ctx.beta))
         g_raw = g_scale.mul_(torch.sigmoid(raw))
         enc_grads, _ = _mlp_backward(torch.cat([g_mu, g_raw], 1), enc_acts, enc_params,
-                                     ctx.acts[0], input_grad=False)
-        return (None, None, None, None, None, None, *enc_grads, *dec_grads)
+                                     ctx.acts[0], input_grad=False, public=ctx.public)
+        return (None, None, None, None, None, None, None, *enc_grads, *dec_grads)
 
 
 def fused_gaussian_bernoulli_iwae(plan: FusedPlan, x: torch.Tensor, eps: torch.Tensor,
@@ -108,4 +109,4 @@ def fused_gaussian_bernoulli_iwae(plan: FusedPlan, x: torch.Tensor, eps: torch.T
     params = [t for layer in (*plan.encoder, *plan.decoder) for t in (layer.weight, layer.bias)]
     return _FusedGaussianBernoulliIwae.apply(x.reshape(x.shape[0], -1), eps, float(beta),
                                              2 * len(plan.encoder), plan.encoder_act,
-                                             plan.decoder_act, *params)
+                                             plan.decoder_act, plan.public, *params)

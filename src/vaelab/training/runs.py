@@ -202,7 +202,7 @@ def model_weights(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
 # Keys that change how a run executes, not what it computes, so they may differ on resume;
 # train.epochs too: raising it in config.toml and resuming extends a finished run.
 RUNTIME_KEYS = {"train": {"epochs", "progress", "threads", "time_limit_minutes", "device",
-                          "checkpoint_every_steps", "keep_checkpoints", "fused"},
+                          "checkpoint_every_steps", "keep_checkpoints", "fused", "matmul"},
                 "data": {"storage"}}  # uint8, mapped or float32: the same float32 batches
 UNCHECKED_SECTIONS = {"eval"}  # evaluation settings do not touch training
 
@@ -447,7 +447,11 @@ class RunDir:
     def read_config(self) -> Config:
         import tomllib
 
-        return config_from_dict(tomllib.loads(self.config_path.read_text()))
+        raw = tomllib.loads(self.config_path.read_text())
+        train = raw.get("train")
+        if isinstance(train, dict) and "matmul" not in train:
+            train["matmul"] = "onednn"  # runs from before train.matmul multiplied on oneDNN
+        return config_from_dict(raw)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> Path:
         path = self.path / name
