@@ -17,6 +17,7 @@ from vaelab.inference.fused_layered import (
     _FusedMLP,
     layered_plan,
 )
+from vaelab.models import fastlinear
 from vaelab.schedules import Progress
 
 EVENT = (1, 6, 6)
@@ -64,12 +65,14 @@ def assert_same(model, objective, x, progress: Progress) -> None:
         torch.testing.assert_close(fused_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.parametrize("matmul", ["onednn", "torch"])
 @pytest.mark.parametrize("epoch", [0.5, 3.0], ids=["warm-up", "beta=1"])
 @pytest.mark.parametrize("samples", [1, 5])
 @pytest.mark.parametrize("inference,combine", SCHEMES)
-def test_fused_iwae_equals_the_general_path(inference, combine, samples, epoch):
+def test_fused_iwae_equals_the_general_path(inference, combine, samples, epoch, matmul):
     model, objective = make(inference, combine, name="iwae", samples=samples,
                             warmup_epochs=2.0)
+    fastlinear.set_matmul(model, matmul)  # train.matmul: both libraries, both paths
     assert_same(model, objective, batch(), Progress(step=3, epoch=epoch))
     objective.fused_layers = True
     out = objective(model, batch(), Progress(step=3, epoch=epoch))
@@ -110,12 +113,12 @@ def test_fused_nodes_backward_matches_finite_differences():
     params = [p.double().requires_grad_(True) for p in params]
     a = torch.randn(5, 3, generator=g).double().requires_grad_(True)
     for act in ("relu", "tanh"):
-        assert torch.autograd.gradcheck(lambda a, *p, act=act: _FusedMLP.apply(a, act, *p),
+        assert torch.autograd.gradcheck(lambda a, *p, act=act: _FusedMLP.apply(a, act, True, *p),
                                         (a, *params))
     x = (torch.rand(2, 6, generator=g) < 0.5).double()
     z = torch.randn(6, 3, generator=g).double().requires_grad_(True)  # K=3 x B=2 rows
     assert torch.autograd.gradcheck(
-        lambda z, *p: _FusedBernoulliDecoder.apply(z, x, 3, "tanh", *p), (z, *params))
+        lambda z, *p: _FusedBernoulliDecoder.apply(z, x, 3, "tanh", True, *p), (z, *params))
 
 
 def test_train_fused_false_and_other_models_keep_the_general_path():

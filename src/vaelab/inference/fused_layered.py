@@ -9,8 +9,8 @@ not. That is ``configs/hierarchical.toml`` and its variants.
 Why: the general path (``layered.py``) builds some ten ``torch.distributions`` objects per
 step, evaluates each Gaussian's log-density from scratch at its own draw, and runs every
 linear layer and activation as a node of its own. Here each network is one autograd node
-(``_FusedMLP``: oneDNN GEMMs with the activation fused, the backward pass a straight list of
-kernels, as in ``fused_elbo.py``), the decoder and log p(x|z_1) are one node, and the
+(``_FusedMLP``: oneDNN or torch GEMMs per ``train.matmul``, the activation fused, the
+backward pass a straight list of kernels, as in ``fused_elbo.py``), the decoder and log p(x|z_1) are one node, and the
 Gaussian algebra between them is plain tensor arithmetic that autograd differentiates:
 
 * z_l = mu + s * eps with the noise drawn in the general path's order and shapes;
@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 from vaelab import rng
 from vaelab.inference.fused_elbo import _mlp_backward, _mlp_forward, _mlp_layers
-from vaelab.inference.fused_top_down import PUBLIC, top_down_iwae
+from vaelab.inference.fused_top_down import top_down_iwae
 from vaelab.inference.layered import LayeredOutput
 from vaelab.inference.objectives import apply_free_bits
 from vaelab.models import torch_private
@@ -62,6 +62,7 @@ class LayeredPlan:
     decoder: Net
     up: tuple[Net, ...]  # bottom-up: z_l -> q(z_{l+1}|z_l); top-down: h_l -> h_{l+1}
     down: tuple[Net, ...]  # z_{l+1} -> p(z_l | z_{l+1})
+    public: bool = True  # torch's own GEMMs, not oneDNN's (the layers' train.matmul)
 
 
 def layered_plan(model: HierarchicalVAE) -> LayeredPlan | None:
@@ -80,8 +81,11 @@ def layered_plan(model: HierarchicalVAE) -> LayeredPlan | None:
     if any(n is None for n in (*nets, *up, *down)):
         return None
     encoder, decoder = cast(list[Net], nets)  # checked above: none is None
+    layers = [layer for net in (encoder, decoder, *cast(list[Net], up), *cast(list[Net], down))
+              for layer in net[0]]
+    public = not all(getattr(layer, "matmul", "") == "onednn" for layer in layers)
     return LayeredPlan(encoder, decoder, tuple(cast(list[Net], up)),
-                       tuple(cast(list[Net], down)))
+                       tuple(cast(list[Net], down)), public)
 
 
 def _params(net: Net) -> list[torch.Tensor]:
@@ -89,12 +93,13 @@ def _params(net: Net) -> list[torch.Tensor]:
 
 
 class _FusedMLP(torch.autograd.Function):
-    """(a (N, in), activation, *params) -> the MLP's output (N, out), one node."""
+    """(a (N, in), activation, public GEMMs, *params) -> the MLP's output (N, out), one
+    node."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, act: str, *params: torch.Tensor):
-        outs = _mlp_forward(a, list(params), act, PUBLIC)
-        ctx.act, ctx.n = act, len(outs) - 1
+    def forward(ctx, a: torch.Tensor, act: str, public: bool, *params: torch.Tensor):
+        outs = _mlp_forward(a, list(params), act, public)
+        ctx.act, ctx.n, ctx.public = act, len(outs) - 1, public
         ctx.save_for_backward(*outs[:-1], *params)
         return outs[-1]
 
@@ -104,21 +109,23 @@ class _FusedMLP(torch.autograd.Function):
         saved = ctx.saved_tensors
         grads, g_in = _mlp_backward(grad.contiguous(), list(saved[:ctx.n]),
                                     list(saved[ctx.n:]), ctx.act,
-                                    input_grad=ctx.needs_input_grad[0], public=PUBLIC)
-        return (g_in, None, *grads)
+                                    input_grad=ctx.needs_input_grad[0], public=ctx.public)
+        return (g_in, None, None, *grads)
 
 
 class _FusedBernoulliDecoder(torch.autograd.Function):
-    """(z (K*B, in), x (B, D), K, activation, *params) -> log p(x|z) (K, B), one node:
+    """(z (K*B, in), x (B, D), K, activation, public GEMMs, *params) -> log p(x|z) (K, B),
+    one node:
     the decoder's logits l and sum_i x_i l_i - softplus(l_i); dL/dl = g (sigmoid(l) - x)
     for dL/d(log p) = -g."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, x: torch.Tensor, k: int, act: str, *params: torch.Tensor):
-        outs = _mlp_forward(z, list(params), act, PUBLIC)
+    def forward(ctx, z: torch.Tensor, x: torch.Tensor, k: int, act: str, public: bool,
+                *params: torch.Tensor):
+        outs = _mlp_forward(z, list(params), act, public)
         logits = outs[-1].view(k, x.shape[0], -1)  # (K, B, D)
         rec = (x * logits).sub_(F.softplus(logits)).sum(-1)
-        ctx.act, ctx.n, ctx.k = act, len(outs), k
+        ctx.act, ctx.n, ctx.k, ctx.public = act, len(outs), k, public
         ctx.save_for_backward(*outs, x, *params)
         return rec
 
@@ -130,14 +137,15 @@ class _FusedBernoulliDecoder(torch.autograd.Function):
         k, b = ctx.k, x.shape[0]
         g = torch.sigmoid(outs[-1]).view(k, b, -1).sub_(x).mul_(grad.neg().unsqueeze(-1))
         grads, g_in = _mlp_backward(g.view(k * b, -1), list(outs[:-1]), list(params),
-                                    ctx.act, input_grad=ctx.needs_input_grad[0], public=PUBLIC)
-        return (g_in, None, None, None, *grads)
+                                    ctx.act, input_grad=ctx.needs_input_grad[0],
+                                    public=ctx.public)
+        return (g_in, None, None, None, None, *grads)
 
 
-def _mlp(net: Net, a: torch.Tensor) -> torch.Tensor:
+def _mlp(net: Net, a: torch.Tensor, public: bool) -> torch.Tensor:
     """The fused MLP on a (*, in): (*, out)."""
     flat = a.reshape(-1, a.shape[-1])
-    out = _FusedMLP.apply(flat, net[1], *_params(net))
+    out = _FusedMLP.apply(flat, net[1], public, *_params(net))
     return out.view(*a.shape[:-1], out.shape[-1])
 
 
@@ -200,7 +208,7 @@ def _bottom_up(plan: LayeredPlan, h: torch.Tensor, k: int) -> list[_Layer]:
     z, eps = _draw(loc, scale, k, b, first=True)
     qs = [(z, loc, scale, eps)]
     for net in plan.up:
-        loc, raw = _mlp(net, qs[-1][0]).chunk(2, dim=-1)  # q(z_{l+1} | z_l), (K, B)
+        loc, raw = _mlp(net, qs[-1][0], plan.public).chunk(2, dim=-1)  # q(z_{l+1} | z_l), (K, B)
         scale = _positive(raw)
         z, eps = _draw(loc, scale, k, b, first=False)
         qs.append((z, loc, scale, eps))
@@ -209,7 +217,7 @@ def _bottom_up(plan: LayeredPlan, h: torch.Tensor, k: int) -> list[_Layer]:
         if i == len(qs) - 1:
             layers.append(_Layer(z, loc, scale, eps, None, None, analytic=True))
         else:
-            p_loc, p_raw = _mlp(plan.down[i], qs[i + 1][0]).chunk(2, dim=-1)
+            p_loc, p_raw = _mlp(plan.down[i], qs[i + 1][0], plan.public).chunk(2, dim=-1)
             layers.append(_Layer(z, loc, scale, eps, p_loc, _positive(p_raw),
                                  analytic=False))  # p reads a later draw
     return layers
@@ -219,13 +227,13 @@ def _top_down(plan: LayeredPlan, h: torch.Tensor, k: int, combine: str) -> list[
     b = h.shape[0]
     hs = [h]
     for net in plan.up:
-        hs.append(_mlp(net, hs[-1]))  # (B, 2 d_{l+1})
+        hs.append(_mlp(net, hs[-1], plan.public))  # (B, 2 d_{l+1})
     loc, raw = hs[-1].chunk(2, dim=-1)
     scale = _positive(raw)
     z, eps = _draw(loc, scale, k, b, first=True)
     layers = [_Layer(z, loc, scale, eps, None, None, analytic=True)]
     for i in range(len(hs) - 2, -1, -1):
-        p_loc, p_raw = _mlp(plan.down[i], layers[0].z).chunk(2, dim=-1)  # (K, B, d_l)
+        p_loc, p_raw = _mlp(plan.down[i], layers[0].z, plan.public).chunk(2, dim=-1)  # (K, B, d_l)
         p_scale = _positive(p_raw)
         mu_hat, raw = hs[i].chunk(2, dim=-1)
         sigma_hat = _positive(raw)
@@ -245,7 +253,7 @@ def _trace(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tensor, k: int
     """The drawn layers (bottom first) and log p(x|z_1) (K, B)."""
     data, y = model.split(x)
     b = x.shape[0]
-    h = _mlp(plan.encoder, model.encoder_input(x).reshape(b, -1))  # (B, 2 d_1)
+    h = _mlp(plan.encoder, model.encoder_input(x).reshape(b, -1), plan.public)  # (B, 2 d_1)
     if model.inference == "bottom-up":
         layers = _bottom_up(plan, h, k)
     else:
@@ -256,7 +264,7 @@ def _trace(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tensor, k: int
             y = z1.new_full((model.classes,), 1 / model.classes)
         z1 = torch.cat([z1, y.expand(*z1.shape[:-1], model.classes)], -1)
     rec = _FusedBernoulliDecoder.apply(z1.reshape(k * b, -1), data.reshape(b, -1), k,
-                                       plan.decoder[1], *_params(plan.decoder))
+                                       plan.decoder[1], plan.public, *_params(plan.decoder))
     return layers, rec
 
 
@@ -311,16 +319,17 @@ def _top_down_iwae(plan: LayeredPlan, model: HierarchicalVAE, x: torch.Tensor, k
                    beta: float) -> LayeredOutput:
     data, y = model.split(x)
     b = x.shape[0]
-    hs = [_mlp(plan.encoder, model.encoder_input(x).reshape(b, -1))]  # (B, 2 d_1)
+    hs = [_mlp(plan.encoder, model.encoder_input(x).reshape(b, -1), plan.public)]  # (B, 2 d_1)
     for net in plan.up:
-        hs.append(_mlp(net, hs[-1]))
+        hs.append(_mlp(net, hs[-1], plan.public))
     eps = [_noise(k, b, d, i == model.depth - 1, x.device)  # drawn top first, as layered.py
            for i, d in reversed(list(enumerate(model.sizes)))][::-1]
     if model.classes and y is None:
         y = x.new_full((b, model.classes), 1 / model.classes)
     loss, bound, rec, kl, layer_kl = top_down_iwae(
         data.reshape(b, -1), y, beta, model.combine, hs, eps,
-        [(_params(net), net[1]) for net in plan.down], (_params(plan.decoder), plan.decoder[1]))
+        [(_params(net), net[1]) for net in plan.down], (_params(plan.decoder), plan.decoder[1]),
+        public=plan.public)
     return LayeredOutput(loss=loss, bound=bound, rec=rec, kl=kl, layer_kl=list(layer_kl))
 
 

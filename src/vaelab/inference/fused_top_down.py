@@ -41,12 +41,6 @@ from torch.autograd.function import once_differentiable
 from vaelab.inference.fused_elbo import _mlp_backward, _mlp_forward
 from vaelab.models.latents import MIN_SCALE
 
-# The hierarchy's networks multiply on torch's own GEMMs (MKL), not the oneDNN route of the
-# one-layer fused paths: at its shapes (100 and 500 rows, widths 50-784) that step measured
-# 1.19x the plain loop against 0.94x on oneDNN (1 thread, in-process alternation, load 3.6;
-# oneDNN's op copies the transposed operands of the weight gradients contiguous first).
-PUBLIC = True
-
 
 def _scale(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw).add_(MIN_SCALE)  # latents.positive
@@ -55,12 +49,13 @@ def _scale(raw: torch.Tensor) -> torch.Tensor:
 class _TopDownIwae(torch.autograd.Function):
     """(x (B, D), y (B, C) or empty, beta, spec, *hs, *eps, *down params, *decoder params)
     -> (loss, bound, rec, kl, layer_kl (L, B)); all but the loss are not differentiable.
-    ``spec`` = (L, combine, down parameter counts, down activation, decoder activation)."""
+    ``spec`` = (L, combine, down parameter counts, down activation, decoder activation,
+    public GEMMs)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, beta: float, spec: tuple,
                 *tensors: torch.Tensor):
-        depth, combine, n_down, down_act, dec_act = spec
+        depth, combine, n_down, down_act, dec_act, public = spec
         hs, eps = list(tensors[:depth]), list(tensors[depth:2 * depth])
         params = list(tensors[2 * depth:])
         downs, i = [], 0
@@ -77,7 +72,7 @@ class _TopDownIwae(torch.autograd.Function):
         zs = [z]
         for l in range(depth - 2, -1, -1):
             d = eps[l].shape[-1]
-            outs = _mlp_forward(zs[-1].reshape(k * b, -1), downs[l], down_act, PUBLIC)
+            outs = _mlp_forward(zs[-1].reshape(k * b, -1), downs[l], down_act, public)
             m, t_raw = outs[-1].view(k, b, 2 * d).chunk(2, dim=-1)
             t = _scale(t_raw)
             mu_h, raw_h = hs[l].chunk(2, dim=-1)
@@ -99,7 +94,7 @@ class _TopDownIwae(torch.autograd.Function):
             zs.append(z)
         z1 = zs[-1]
         dec_in = torch.cat([z1, y.expand(k, b, y.shape[-1])], -1) if y.numel() else z1
-        dec = _mlp_forward(dec_in.reshape(k * b, -1), dec_params, dec_act, PUBLIC)
+        dec = _mlp_forward(dec_in.reshape(k * b, -1), dec_params, dec_act, public)
         logits = dec[-1].view(k, b, -1)
         rec = (x * logits).sub_(F.softplus(logits)).sum(-1)  # (K, B)
         ratio = torch.stack(ratios)  # (L, K, B)
@@ -122,7 +117,7 @@ class _TopDownIwae(torch.autograd.Function):
     @staticmethod
     @once_differentiable  # no double backward: a clear error instead of wrong gradients
     def backward(ctx, grad_loss: torch.Tensor, *_unused):
-        depth, combine, n_down, down_act, dec_act = ctx.spec
+        depth, combine, n_down, down_act, dec_act, public = ctx.spec
         k, b = ctx.shape
         saved = list(ctx.saved_tensors)
         x, weights, top_raw, top_s = saved[:4]
@@ -145,7 +140,7 @@ class _TopDownIwae(torch.autograd.Function):
         ca = weights.mul(grad_loss / b)  # (K, B): -dL/d(log w)
         g_logits = torch.sigmoid(dec[-1]).view(k, b, -1).sub_(x).mul_(ca.unsqueeze(-1))
         dec_grads, g_in = _mlp_backward(g_logits.view(k * b, -1), dec[:-1], dec_params,
-                                        dec_act, input_grad=True, public=PUBLIC)
+                                        dec_act, input_grad=True, public=public)
         assert g_in is not None  # input_grad=True returns dL/d(input)
         d1 = eps[0].shape[-1]
         g_z = g_in.view(k, b, -1)[..., :d1]
@@ -175,7 +170,7 @@ class _TopDownIwae(torch.autograd.Function):
             g_hs[l] = torch.cat([g_mu_h, g_s_h * torch.sigmoid(raw_h)], -1)
             g_down = torch.cat([g_m, g_t * torch.sigmoid(t_raw)], -1).view(k * b, -1)
             down_grads[l], g_above = _mlp_backward(g_down, down_inputs, downs[l], down_act,
-                                                   input_grad=True, public=PUBLIC)
+                                                   input_grad=True, public=public)
             assert g_above is not None
             g_z = g_above.view(k, b, -1)
         z_top = zs[0]
@@ -189,16 +184,17 @@ class _TopDownIwae(torch.autograd.Function):
 def top_down_iwae(x: torch.Tensor, y: torch.Tensor | None, beta: float, combine: str,
                   hs: list[torch.Tensor], eps: list[torch.Tensor],
                   downs: list[tuple[list[torch.Tensor], str]],
-                  decoder: tuple[list[torch.Tensor], str]) -> tuple[torch.Tensor, ...]:
+                  decoder: tuple[list[torch.Tensor], str], public: bool = True
+                  ) -> tuple[torch.Tensor, ...]:
     """(loss, bound, rec, kl, layer_kl (L, B)) of a top-down hierarchy, as
     ``layered.layered_iwae``: x (B, D) the data, y (B, C) its one-hot labels or None,
     hs[l] (B, 2 d_l) the bottom-up pass, eps[l] (K, B, d_l) the noise (bottom first),
     downs[l] (parameters, activation) of the network z_{l+1} -> p(z_l|z_{l+1}), decoder
-    the same for z_1 (or [z_1, y]) -> logits."""
+    the same for z_1 (or [z_1, y]) -> logits; ``public``: torch's own GEMMs, not oneDNN's."""
     acts = {act for _, act in downs}
     if len(acts) > 1:
         raise ValueError("the fused top-down node takes one activation for all down networks")
-    spec = (len(hs), combine, tuple(len(p) for p, _ in downs), acts.pop(), decoder[1])
+    spec = (len(hs), combine, tuple(len(p) for p, _ in downs), acts.pop(), decoder[1], public)
     params = [t for p, _ in downs for t in p] + list(decoder[0])
     labels = y if y is not None else x.new_zeros(0)
     return _TopDownIwae.apply(x, labels, float(beta), spec, *hs, *eps, *params)
