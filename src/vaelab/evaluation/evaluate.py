@@ -17,6 +17,8 @@ from vaelab import console
 from vaelab.evaluation import layered
 from vaelab.evaluation.chunked import chunked_log_mean_exp
 from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
+from vaelab.evaluation.fused_weights import fused_log_weights
+from vaelab.inference.fused_elbo import fused_plan
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.kl import kl_term
 from vaelab.models.vae import VAE
@@ -60,12 +62,13 @@ def elbo_terms(model: VAE, x: torch.Tensor, *, samples: int = 1, kl: str = "auto
 @torch.no_grad()
 def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 5000,
                               batch_size: int = 20, sample_chunk: int = 250,
-                              progress: bool = False) -> torch.Tensor:
+                              progress: bool = False, fused: bool = True) -> torch.Tensor:
     """log p(x) ~ logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K, z_k ~ q(z|x): (N,).
 
     A stochastic lower bound in expectation (the IWAE bound) that tightens as K grows and is
     consistent as K -> infinity (Burda et al. 2016). Hierarchical models: z is the joint
-    latent (``evaluation/layered.py``).
+    latent (``evaluation/layered.py``). ``fused``: the MLP Gaussian-Bernoulli VAE's weights
+    without distribution objects (``evaluation/fused_weights.py``; same draws and values).
     """
     if isinstance(model, HierarchicalVAE):
         return layered.importance_log_likelihood(model, x, samples=samples,
@@ -74,11 +77,14 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
     results = []
     bar = console.progress(x.shape[0], f"log p(x), K={samples}", enabled=progress,
                            log_lines=True)
+    plan = fused_plan(model) if fused else None  # the MLP Gaussian-Bernoulli VAE
     for xb in _batches(x, batch_size):
         q = model.encode(xb)
         prior = model.prior()
 
         def log_w(k: int, xb: torch.Tensor = xb, q: Any = q, prior: Any = prior) -> torch.Tensor:
+            if plan is not None:  # the same draws and weights, fewer passes over the logits
+                return fused_log_weights(plan, xb, k, q.base_dist.loc, q.base_dist.scale)
             z = q.sample((k,))  # (k, B, *latent)
             return model.decode(z).log_prob(xb) + prior.log_prob(z) - q.log_prob(z)
 

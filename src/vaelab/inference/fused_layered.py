@@ -10,8 +10,9 @@ Why: the general path (``layered.py``) builds some ten ``torch.distributions`` o
 step, evaluates each Gaussian's log-density from scratch at its own draw, and runs every
 linear layer and activation as a node of its own. Here each network is one autograd node
 (``_FusedMLP``: oneDNN or torch GEMMs per ``train.matmul``, the activation fused, the
-backward pass a straight list of kernels, as in ``fused_elbo.py``), the decoder and log p(x|z_1) are one node, and the
-Gaussian algebra between them is plain tensor arithmetic that autograd differentiates:
+backward pass a straight list of kernels, as in ``fused_elbo.py``), the decoder and
+log p(x|z_1) are one node, and the Gaussian algebra between them is plain tensor arithmetic
+that autograd differentiates:
 
 * z_l = mu + s * eps with the noise drawn in the general path's order and shapes;
 * log q(z_l|.) at its own draw is -|eps|^2/2 - sum log s (the same function of mu and s at
