@@ -125,3 +125,11 @@ def test_a_run_from_before_train_matmul_reads_as_onednn(tmp_path):
                      if not line.startswith("matmul"))
     path.write_text(text + "\n")
     assert RunDir.existing(run.path).read_config().train.matmul == "onednn"
+
+
+def test_timing_leaves_the_global_random_stream_alone(timed):
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    fastlinear.fastest_matmul(SHAPES)  # really timed: fresh memory, no VAELAB_MATMUL
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)

@@ -132,7 +132,9 @@ def product_shapes(model: nn.Module, rows: int, decoder_rows: int | None = None,
 def _products(shape: tuple[int, int, int], onednn: bool) -> Callable[[], None]:
     """One training step's three products of a (rows, in, out) layer on one library."""
     rows, n_in, n_out = shape
-    x, w, g = torch.randn(rows, n_in), torch.randn(n_out, n_in), torch.randn(rows, n_out)
+    gen = torch.Generator().manual_seed(0)  # its own stream: the run's draws stay as seeded
+    x, w, g = (torch.randn(*size, generator=gen)
+               for size in ((rows, n_in), (n_out, n_in), (rows, n_out)))
     if onednn:
         def run() -> None:
             _mm_t(x, w)  # y = x W^T
