@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from vaelab.inference.fused_elbo import FusedPlan, _linear
-from vaelab.models import fastlinear
 
 
 @torch.no_grad()
@@ -34,15 +33,9 @@ def fused_log_weights(plan: FusedPlan, x: torch.Tensor, k: int, loc: torch.Tenso
     z = torch.normal(loc.expand(k, b, d), scale.expand(k, b, d))  # as Normal.sample((k,))
     h = z.view(k * b, d)
     n = len(plan.decoder)
-    act = torch.Tensor.relu_ if plan.decoder_act == "relu" else torch.Tensor.tanh_
     for i, layer in enumerate(plan.decoder):
-        if plan.public or not fastlinear.onednn_for(h):  # torch's GEMM, activation in place
-            h = torch.addmm(layer.bias, h, layer.weight.t())
-            if i < n - 1:
-                act(h)
-        else:  # oneDNN: bias and activation fused into the GEMM
-            h = _linear(h, layer.weight, layer.bias,
-                        plan.decoder_act if i < n - 1 else "none")
+        h = _linear(h, layer.weight, layer.bias, plan.decoder_act if i < n - 1 else "none",
+                    plan.public)
     logits = h.view(k, b, -1)
     rec = torch.einsum("kbd,bd->kb", logits, x).sub_(F.softplus(logits).sum(-1))
     half_log_2pi = 0.5 * d * math.log(2 * math.pi)

@@ -93,13 +93,15 @@ def fused_plan(model: VAE) -> FusedPlan | None:
 
 def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str,
             public: bool = False) -> torch.Tensor:
-    """act(a W^T + b), act one of none, relu, tanh; ``public``: torch's own GEMM."""
+    """act(a W^T + b), act one of none, relu, tanh; ``public``: torch's own GEMM. Called
+    where autograd does not record (inside the fused nodes, or under no_grad), so the
+    activation may overwrite the product in place."""
     if not public and fastlinear.onednn_for(a):
         return torch_private.linear_pointwise(a, weight, bias, act)
-    out = F.linear(a, weight, bias)  # float64 (gradcheck) or a torch without the oneDNN op
+    out = F.linear(a, weight, bias)  # torch's GEMM, float64 (gradcheck), no oneDNN op
     if act == "none":
         return out
-    return F.relu(out) if act == "relu" else torch.tanh(out)
+    return out.relu_() if act == "relu" else out.tanh_()
 
 
 def _mm_t(a: torch.Tensor, b: torch.Tensor, public: bool = False) -> torch.Tensor:
