@@ -99,3 +99,25 @@ def test_fused_iwae_draws_the_noise_of_each_shard():
                 torch.manual_seed(5)
                 got = rng.standard_normal(4, 2, samples=3)
             torch.testing.assert_close(got, expected)
+
+
+def test_negligible_weights_are_dropped_and_the_gradients_do_not_change():
+    from vaelab.inference.fused_iwae import NEGLIGIBLE, negligible_to_zero
+
+    w = torch.tensor([[0.5, 1e-21], [0.5 - 1e-21, 1e-19], [1e-40, 1.0 - 1e-19]])
+    out = negligible_to_zero(w.clone())
+    assert out[0, 1] == 0 and out[2, 0] == 0  # below NEGLIGIBLE (incl. a subnormal)
+    assert out[1, 1] == w[1, 1] and out[0, 0] == w[0, 0]  # the rest untouched
+    assert (out[out > 0] >= NEGLIGIBLE).all()
+    # K=50, widely spread log-weights (about 3% of them negligible): gradients as autograd's
+    model, objective = make([16], "tanh", samples=50)
+    with torch.no_grad():
+        model.encoder.net[-1].bias[3:].fill_(3.0)  # wide q: log w spread over hundreds of nats
+    x = batch()
+    progress = Progress(step=3, epoch=3.0)
+    fused, fused_grads = run(model, objective, x, fused=True, progress=progress)
+    general, general_grads = run(model, objective, x, fused=False, progress=progress)
+    torch.testing.assert_close(fused.loss, general.loss, rtol=1e-5, atol=1e-4)
+    for name in general_grads:
+        torch.testing.assert_close(fused_grads[name], general_grads[name], rtol=1e-4,
+                                   atol=1e-5, msg=name)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from vaelab.inference.fused_elbo import _mlp_backward, _mlp_forward
+from vaelab.inference.fused_iwae import negligible_to_zero
 from vaelab.models.latents import MIN_SCALE
 
 
@@ -102,7 +103,7 @@ class _TopDownIwae(torch.autograd.Function):
         log_w = rec + log_ratio
         log_w_train = log_w if beta == 1.0 else rec + beta * log_ratio
         lse = torch.logsumexp(log_w_train, 0)
-        weights = (log_w_train - lse).exp_()
+        weights = negligible_to_zero((log_w_train - lse).exp_())  # see fused_iwae.py
         loss = -(lse - math.log(k)).mean()
         bound = (lse if beta == 1.0 else torch.logsumexp(log_w, 0)) - math.log(k)
         ctx.spec, ctx.beta, ctx.shape = spec, beta, (k, b)
