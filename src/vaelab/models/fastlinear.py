@@ -5,7 +5,7 @@ Why: which GEMM library is faster depends on the CPU, its microcode and MKL's co
 not on the model alone. Measured on AMD Zen 5 machines of this project on different days:
 once MKL took a slow path (35-150 GFLOP/s for a VAE's (128 x 784) x (784 x 512) products)
 where oneDNN's kernels reached 250-450 GFLOP/s; on another day MKL ran at 350-400 GFLOP/s,
-equal to oneDNN's forward products and 1.3-2.2x its weight-gradient products (oneDNN
+equal to oneDNN's forward products and 1.2-4x its weight-gradient products (oneDNN
 copies the transposed operands). So ``train.matmul = "auto"`` (the default) times both on
 the model's own product shapes when a run starts (:func:`fastest_matmul`, ~0.1 s) and
 keeps the faster; the run's config.toml records the choice, so a resumed run, a
