@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from step_anatomy import best_ms
 
 from vaelab.models import fastlinear
 
@@ -43,19 +44,14 @@ def products(shape: tuple[int, int, int]) -> dict[str, dict]:
 
 
 def gflops(fn, flop: float, seconds: float, repeats: int) -> float:
+    """GFLOP/s of ``fn`` (``flop`` per call): the best of ``repeats`` loops of ~``seconds``."""
     fn()
     n = 1
     start = time.perf_counter()
     while time.perf_counter() - start < seconds / 10:  # calls per loop: ~1/10 of the budget
         fn()
         n += 1
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - start) / n)
-    return flop / best / 1e9
+    return flop / (best_ms(fn, repeats, n) / 1e3) / 1e9
 
 
 def main() -> None:
