@@ -2,10 +2,11 @@
 inner loop of the importance-sampled log-likelihood.
 
 Why: with K=5000 samples the evaluator decodes 5x10^7 latents over MNIST's 10k test
-images. Besides the decoder's GEMMs, the general path spends as much again on
+images. Besides the decoder's GEMMs, the general path spends nearly as much on
 element-wise work over the (K, B, D) logits: ``Independent(Bernoulli).log_prob`` expands x,
 computes the BCE in five passes and sums (34.6 ms per 250 x 20 x 784 chunk on one thread
 of the 2-core test machine, under load), where x . l + sum softplus(l) takes two (12.4 ms).
+The whole evaluation: 1.42x (``benchmarks/eval_speed.py``, 2 quiet threads).
 Same model as ``inference/fused_elbo.py`` (its ``FusedPlan``), same draws as
 ``q.sample((k,))`` (``torch.normal`` on the expanded loc and scale) and the same weights to
 float32 rounding (``tests/evaluation/test_fused_weights.py``):
@@ -43,4 +44,3 @@ def fused_log_weights(plan: FusedPlan, x: torch.Tensor, k: int, loc: torch.Tenso
     std = (z - loc).div_(scale)
     log_q = std.square_().sum(-1).mul_(-0.5).sub_(scale.log().sum(-1)).sub_(half_log_2pi)
     return rec.add_(log_p).sub_(log_q)
-
