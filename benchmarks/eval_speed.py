@@ -34,18 +34,15 @@ def measure(config: str, k: int, images: int, fused: bool) -> dict:
     from vaelab.config import load_config
     from vaelab.data.prepare import load_split, prepare_eval_x
     from vaelab.evaluation.evaluate import importance_log_likelihood
-    from vaelab.models import fastlinear
-    from vaelab.training.distributed import Context
-    from vaelab.training.matmul import choose_matmul
+    from vaelab.training.matmul import resolve_matmul
 
     cfg = load_config(ROOT / config)
     test = load_split(cfg, "test")
     x = prepare_eval_x(cfg, test)[:images]
     torch.manual_seed(0)
     model = build_model(cfg.model, test.event_shape).eval()
-    matmul = choose_matmul(cfg, model, Context(), rows=cfg.eval.batch_size,
-                           samples=cfg.eval.sample_chunk)
-    fastlinear.set_matmul(model, matmul)
+    matmul = resolve_matmul(cfg, model, rows=cfg.eval.batch_size,
+                            samples=cfg.eval.sample_chunk).train.matmul  # as load_run
     importance_log_likelihood(model, x[:cfg.eval.batch_size], samples=cfg.eval.sample_chunk,
                               fused=fused)  # warm-up
     start = time.perf_counter()

@@ -44,6 +44,7 @@ from vaelab.config import load_config
 from vaelab.data import binarize, load_dataset
 from vaelab.schedules import Progress
 from vaelab.training.heap import keep_freed_memory
+from vaelab.training.matmul import resolve_matmul
 from vaelab.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +114,8 @@ def vaelab_side(config) -> tuple[object, object]:
     """vaelab's training step (``Trainer._step``) and its model."""
     keep_freed_memory()  # as the vaelab command does
     model = build_model(config.model, (1, 28, 28))
+    resolve_matmul(config, model, rows=config.train.batch_size,
+                   samples=config.objective.samples)  # train.matmul, as vaelab.fit does
     objective = build_objective(config.objective, (1, 28, 28), fused=config.train.fused)
     progress = Progress(step=10**6, epoch=1e6)  # after warm-up: beta = 1
 

@@ -50,6 +50,7 @@ def make_steps(path: Path, side: str):
     from vaelab.data.prepare import limit_rows, load_split
     from vaelab.schedules import Progress
     from vaelab.training.heap import keep_freed_memory
+    from vaelab.training.matmul import resolve_matmul
     from vaelab.training.trainer import Trainer
 
     cfg = bench_config(path, 10, 2)
@@ -72,6 +73,8 @@ def make_steps(path: Path, side: str):
 
         return plain_step
     keep_freed_memory()  # as the vaelab command does
+    resolve_matmul(cfg, ours, rows=cfg.train.batch_size,
+                   samples=cfg.objective.samples)  # train.matmul, as vaelab.fit does
     objective = build_objective(cfg.objective, train.event_shape,
                                 discrete=ours.posterior.discrete, fused=cfg.train.fused)
 

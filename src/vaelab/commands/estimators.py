@@ -64,6 +64,7 @@ def load_target(target: str, overrides: list[str],
     from vaelab.build import build_model, validate
     from vaelab.config import load_config
     from vaelab.data.storage import training_rows
+    from vaelab.training.matmul import resolve_matmul
 
     path = Path(target)
     if path.is_dir():
@@ -76,6 +77,8 @@ def load_target(target: str, overrides: list[str],
     train = training_rows(config, config.data.train_split)  # as training stores it
     model = build_model(config.model, train.event_shape, data_mean=train.statistics().mean,
                         data_x=train)
+    config = resolve_matmul(config, model, rows=config.train.batch_size,
+                            samples=config.objective.samples)  # as vaelab.fit does
     return config, model, Path("runs") / f"estimators-{path.stem}"
 
 

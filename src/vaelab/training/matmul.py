@@ -50,3 +50,12 @@ def use_matmul(config: Config, model: nn.Module, matmul: fastlinear.Matmul) -> C
     if config.train.matmul == matmul:
         return config
     return dataclasses.replace(config, train=dataclasses.replace(config.train, matmul=matmul))
+
+
+def resolve_matmul(config: Config, model: nn.Module, *, rows: int, samples: int = 1,
+                   ctx: distributed.Context | None = None) -> Config:
+    """:func:`choose_matmul` then :func:`use_matmul`: for code that builds a model itself
+    (``build_model``) and trains it outside ``vaelab.fit``, which does this for its runs."""
+    ctx = ctx or distributed.Context()
+    return use_matmul(config, model, choose_matmul(config, model, ctx, rows=rows,
+                                                   samples=samples))
