@@ -56,7 +56,7 @@ from vaelab.schedules import Progress
 from vaelab.summary import summarize
 from vaelab.training import distributed
 from vaelab.training.distributed import pick_device
-from vaelab.training.matmul import choose_matmul, use_matmul
+from vaelab.training.matmul import resolve_matmul
 from vaelab.training.runs import (
     CHECKPOINT_FIX,
     RunDir,
@@ -249,8 +249,8 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
     ctx = distributed.Context(device=pick_device(device or config.train.device))
     model.to(ctx.device).eval()
     ev = config.eval  # a run from before train.matmul (auto): timed at evaluation's shapes
-    matmul = choose_matmul(config, model, ctx, rows=ev.batch_size, samples=ev.sample_chunk)
-    config = use_matmul(config, model, matmul)
+    config = resolve_matmul(config, model, rows=ev.batch_size, samples=ev.sample_chunk,
+                            ctx=ctx)
     return Run(path=run_dir.path, config=config, model=model, meta=meta, given=given)
 
 
@@ -547,9 +547,8 @@ def _set_up(config: Config, ctx: distributed.Context, *, warm: bool,
     valid_x = with_labels(config, valid, prepare_eval_x(config, valid)) \
         if valid is not None else None
     model.to(ctx.device)
-    matmul = choose_matmul(config, model, ctx, rows=max(1, config.train.batch_size // ctx.world),
-                           samples=config.objective.samples)
-    config = use_matmul(config, model, matmul)  # recorded in the run's config.toml
+    config = resolve_matmul(config, model, rows=max(1, config.train.batch_size // ctx.world),
+                            samples=config.objective.samples, ctx=ctx)  # in its config.toml
     objective.to(ctx.device)
     train_x.to(ctx.device)
     valid_x = valid_x.to(ctx.device) if valid_x is not None else None

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vaelab.inference.fused_elbo import FusedPlan, _linear
+from vaelab.inference.fused_elbo import FusedPlan, _mlp_forward
 
 
 @torch.no_grad()
@@ -32,12 +32,9 @@ def fused_log_weights(plan: FusedPlan, x: torch.Tensor, k: int, loc: torch.Tenso
     x = x.reshape(x.shape[0], -1)
     b, d = loc.shape
     z = torch.normal(loc.expand(k, b, d), scale.expand(k, b, d))  # as Normal.sample((k,))
-    h = z.view(k * b, d)
-    n = len(plan.decoder)
-    for i, layer in enumerate(plan.decoder):
-        h = _linear(h, layer.weight, layer.bias, plan.decoder_act if i < n - 1 else "none",
-                    plan.public)
-    logits = h.view(k, b, -1)
+    params = [t for layer in plan.decoder for t in (layer.weight, layer.bias)]
+    logits = _mlp_forward(z.view(k * b, d), params, plan.decoder_act, plan.public)[-1]
+    logits = logits.view(k, b, -1)
     rec = torch.einsum("kbd,bd->kb", logits, x).sub_(F.softplus(logits).sum(-1))
     half_log_2pi = 0.5 * d * math.log(2 * math.pi)
     log_p = z.square().sum(-1).mul_(-0.5).sub_(half_log_2pi)

@@ -85,10 +85,9 @@ def fused_plan(model: VAE) -> FusedPlan | None:
     decoder = _mlp_layers(model.decoder.net)
     if encoder is None or decoder is None:
         return None
-    public = any(layer.matmul == "torch" for layer in (*encoder[0], *decoder[0])
-                 if isinstance(layer, fastlinear.Linear))
     return FusedPlan(encoder[0], decoder[0], encoder[1], decoder[1],
-                     model.posterior.latent_shape[0], public)
+                     model.posterior.latent_shape[0],
+                     fastlinear.on_torch_gemm((*encoder[0], *decoder[0])))
 
 
 def _linear(a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, act: str,

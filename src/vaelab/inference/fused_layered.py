@@ -44,7 +44,7 @@ from vaelab.inference.fused_elbo import _mlp_backward, _mlp_forward, _mlp_layers
 from vaelab.inference.fused_top_down import top_down_iwae
 from vaelab.inference.layered import LayeredOutput
 from vaelab.inference.objectives import apply_free_bits
-from vaelab.models import torch_private
+from vaelab.models import fastlinear, torch_private
 from vaelab.models.hierarchical import GaussianConditional, HierarchicalVAE
 from vaelab.models.kl import NoClosedFormKL
 from vaelab.models.latents import MIN_SCALE, DiagonalGaussian
@@ -84,9 +84,8 @@ def layered_plan(model: HierarchicalVAE) -> LayeredPlan | None:
     encoder, decoder = cast(list[Net], nets)  # checked above: none is None
     layers = [layer for net in (encoder, decoder, *cast(list[Net], up), *cast(list[Net], down))
               for layer in net[0]]
-    public = not all(getattr(layer, "matmul", "") == "onednn" for layer in layers)
     return LayeredPlan(encoder, decoder, tuple(cast(list[Net], up)),
-                       tuple(cast(list[Net], down)), public)
+                       tuple(cast(list[Net], down)), fastlinear.on_torch_gemm(layers))
 
 
 def _params(net: Net) -> list[torch.Tensor]:

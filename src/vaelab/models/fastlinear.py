@@ -119,6 +119,13 @@ def set_matmul(model: nn.Module, matmul: Matmul) -> None:
             m.matmul = matmul
 
 
+def on_torch_gemm(layers: Sequence[nn.Module]) -> bool:
+    """Whether a fused path over ``layers`` multiplies on torch's GEMM: unless every one is
+    a :class:`Linear` set to oneDNN (the fused paths take one library for all their
+    products)."""
+    return not all(getattr(layer, "matmul", "torch") == "onednn" for layer in layers)
+
+
 def product_shapes(model: nn.Module, rows: int, decoder_rows: int | None = None,
                    decoder: nn.Module | None = None) -> list[tuple[int, int, int]]:
     """(rows, in, out) of each :class:`Linear` in ``model``: ``decoder_rows`` (e.g. batch x

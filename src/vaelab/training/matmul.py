@@ -54,8 +54,8 @@ def use_matmul(config: Config, model: nn.Module, matmul: fastlinear.Matmul) -> C
 
 def resolve_matmul(config: Config, model: nn.Module, *, rows: int, samples: int = 1,
                    ctx: distributed.Context | None = None) -> Config:
-    """:func:`choose_matmul` then :func:`use_matmul`: for code that builds a model itself
-    (``build_model``) and trains it outside ``vaelab.fit``, which does this for its runs."""
+    """:func:`choose_matmul` then :func:`use_matmul`: what ``vaelab.fit`` and ``load_run``
+    do, and what code that builds a model itself (``build_model``) calls before training."""
     ctx = ctx or distributed.Context()
     return use_matmul(config, model, choose_matmul(config, model, ctx, rows=rows,
                                                    samples=samples))
