@@ -63,6 +63,7 @@ ANCHORS = [
 def run_row(name: str, args: argparse.Namespace) -> dict:
     """Train one row, evaluating it after each budget of ``args.at``; its points."""
     config_name, extra, description = ROWS[name]
+    extra = [*extra, *args.set]
     budgets = args.at or [args.minutes]
     overrides = [*extra, "train.progress=false", "eval.iw_samples=0",
                  f"train.time_limit_minutes={budgets[0]}", f"train.threads={args.threads}"]
@@ -111,6 +112,7 @@ def run_side_by_side(names: list[str], args: argparse.Namespace) -> list[dict]:
     argv += ["--at", ",".join(f"{m:g}" for m in args.at)] if args.at else \
         ["--minutes", str(args.minutes)]
     argv += ["--limit", str(args.limit)] if args.limit else []
+    argv += [a for o in args.set for a in ("--set", o)]
     results: dict[str, dict] = {}
     pending = list(names)
     running: list[tuple[str, subprocess.Popen]] = []
@@ -177,6 +179,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="rows trained at the same time, each in its own process "
                              "(e.g. 2 rows x --threads 1 on 2 cores: side by side)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every row (repeatable), e.g. "
+                             "--set train.lr_decay=0.998; recorded in the row's overrides")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # one row, in a child process
     args = parser.parse_args()
     try:
