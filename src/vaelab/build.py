@@ -105,6 +105,11 @@ def validate(config: Config) -> Config:
     if "conv" in (m.encoder, m.decoder) and not m.channels:
         raise ConfigError("model.channels=[]: a conv encoder or decoder needs at least one "
                           "layer, e.g. model.channels=[32, 64]")
+    if m.residual_blocks and "conv" not in (m.encoder, m.decoder):
+        raise ConfigError(f"model.residual_blocks={m.residual_blocks} adds residual blocks to "
+                          "conv networks, but model.encoder and model.decoder are not conv; "
+                          "set model.encoder=conv / model.decoder=conv, or "
+                          "model.residual_blocks=0")
     build_objective(config.objective, event_shape=(1,), discrete=posterior.discrete,
                     fused=False)
     check_estimator_family(config.objective, posterior)
@@ -218,14 +223,14 @@ def build_networks(cfg: ModelConfig, event_shape: tuple[int, ...], posterior: La
         if cfg.encoder == "mlp":
             return MLPEncoder(event_shape, enc_hidden, posterior.param_size, cfg.activation)
         return ConvEncoder(event_shape, cfg.channels, posterior.param_size,
-                           cfg.activation, hidden=enc_hidden)
+                           cfg.activation, hidden=enc_hidden, blocks=cfg.residual_blocks)
 
     def builtin_decoder() -> nn.Module:
         if cfg.decoder == "mlp":
             return MLPDecoder(posterior.flat_dim, cfg.hidden[::-1], event_shape, k,
                               cfg.activation)
         return ConvDecoder(posterior.flat_dim, cfg.channels, event_shape, k,
-                           cfg.activation, hidden=cfg.hidden[::-1])
+                           cfg.activation, hidden=cfg.hidden[::-1], blocks=cfg.residual_blocks)
 
     try:
         enc = _network("model.encoder", cfg.encoder, cfg.encoder_kwargs, encoder,

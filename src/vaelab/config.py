@@ -205,6 +205,7 @@ class ModelConfig:
     hidden: list[Count] = field(default_factory=lambda: [512])  # MLP hidden sizes; [] = linear
     encoder_hidden: list[Count] = field(default_factory=list)  # encoder's own; [] = hidden
     channels: list[Count] = field(default_factory=lambda: [32, 64])  # conv channels (stride 2)
+    residual_blocks: Natural = 0  # conv networks: residual blocks per stage; 0 = plain conv
     activation: ActivationName = "relu"  # relu, tanh, elu, softplus, gelu, silu
     likelihood: LikelihoodName = "bernoulli"  # bernoulli, gaussian, continuous-bernoulli, ...
     likelihood_std: PositiveFloat = 0.1  # std of a gaussian likelihood (fixed: exactly this)

@@ -103,6 +103,28 @@ def test_fingerprint_ignores_runtime_keys_only():
         check_resumable({}, Path("last.pt"), base, 1)
 
 
+def _as_written_before(stamp: dict, key: str) -> dict:
+    """``stamp`` as a vaelab without the field ``key`` (section.name) would have written it."""
+    section, name = key.split(".")
+    old = {**stamp, "config": {s: dict(v) for s, v in stamp["config"].items()}}
+    del old["config"][section][name]
+    old["config_hash"] = "0123456789abcdef"  # the older fingerprint's hash differs
+    return old
+
+
+def test_a_checkpoint_from_before_a_field_existed_resumes_at_its_default():
+    """Upgrading vaelab adds config fields; a run written before resumes when the new field
+    is at its default (what the old run computed), and not when it was set otherwise."""
+    base = load_config()
+    old = _as_written_before(checkpoint_stamp(base, 1), "model.residual_blocks")
+    check_resumable(old, Path("last.pt"), base, 1)  # no error
+    changed = load_config(overrides=["model.encoder=conv", "model.residual_blocks=1"])
+    old = _as_written_before(checkpoint_stamp(changed, 1), "model.residual_blocks")
+    with pytest.raises(RunError, match=r"model\.residual_blocks: '<absent>' in the checkpoint, "
+                                       r"1 in the config"):
+        check_resumable(old, Path("last.pt"), changed, 1)
+
+
 # ---- resuming a real run with a bad checkpoint: clear error, nothing overwritten -----------
 
 @pytest.fixture

@@ -99,17 +99,44 @@ def _require_image(event_shape: tuple[int, ...], who: str) -> tuple[int, int, in
     return c, h, w
 
 
+class ResidualBlock(nn.Module):
+    """x + conv(act(conv(act(x)))): two 3x3 convolutions at the same size and channels, the
+    pre-activation residual unit of He et al. 2016 ("Identity mappings in deep residual
+    networks") without batch norm, so a datapoint's output never depends on its batch (the
+    IS evaluator scores K copies of one image at a time). The second convolution starts at
+    zero, so every block starts as the identity (Goyal et al. 2017; Zhang et al. 2019,
+    "Fixup"): a network with blocks starts where the plain one does, and deep stacks train.
+    Shapes (N, C, H, W) -> (N, C, H, W)."""
+
+    def __init__(self, channels: int, act: str = "relu"):
+        super().__init__()
+        first = nn.Conv2d(channels, channels, 3, padding=1)
+        last = nn.Conv2d(channels, channels, 3, padding=1)
+        for t in last.parameters():  # weight and bias
+            nn.init.zeros_(t)
+        self.branch = nn.Sequential(activation(act), first, activation(act), last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+def residual_blocks(channels: int, blocks: int, act: str) -> list[nn.Module]:
+    return [ResidualBlock(channels, act) for _ in range(blocks)]
+
+
 class ConvEncoder(nn.Module):
-    """Stride-2 3x3 convolutions, then a linear map to ``out_features``."""
+    """Stride-2 3x3 convolutions, each followed by ``blocks`` residual blocks
+    (:class:`ResidualBlock`; 0 = a plain conv net), then a linear map to ``out_features``."""
 
     def __init__(self, event_shape: tuple[int, ...], channels: list[int], out_features: int,
-                 act: str = "relu", hidden: list[int] | None = None):
+                 act: str = "relu", hidden: list[int] | None = None, blocks: int = 0):
         super().__init__()
         c, h, w = _require_image(tuple(event_shape), "encoder")
         self.event_shape = (c, h, w)
         layers: list[nn.Module] = []
         for ch in channels:
-            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act)]
+            layers += [nn.Conv2d(c, ch, 3, stride=2, padding=1), activation(act),
+                       *residual_blocks(ch, blocks, act)]
             c, h, w = ch, (h + 1) // 2, (w + 1) // 2
         self.conv = nn.Sequential(*layers)
         self.head = mlp(c * h * w, list(hidden or []), out_features, act)
@@ -121,7 +148,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """A linear map to a small feature map, then stride-2 transposed convolutions.
+    """A linear map to a small feature map, then stride-2 transposed convolutions, each
+    feature map before them passing ``blocks`` residual blocks (:class:`ResidualBlock`).
 
     The last layer outputs ``k * C`` channels and is cropped to the data's H x W, so any
     image size works.
@@ -129,7 +157,7 @@ class ConvDecoder(nn.Module):
 
     def __init__(self, in_features: int, channels: list[int], event_shape: tuple[int, ...],
                  params_per_element: int = 1, act: str = "relu",
-                 hidden: list[int] | None = None):
+                 hidden: list[int] | None = None, blocks: int = 0):
         super().__init__()
         c, h, w = _require_image(tuple(event_shape), "decoder")
         self.event_shape = (c, h, w)
@@ -144,6 +172,7 @@ class ConvDecoder(nn.Module):
         layers: list[nn.Module] = []
         outs = [*rev[1:], self.k * c]
         for i, (cin, cout) in enumerate(zip(rev, outs, strict=True)):
+            layers += residual_blocks(cin, blocks, act)
             layers.append(nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1))
             if i < len(rev) - 1:
                 layers.append(activation(act))

@@ -269,10 +269,15 @@ def config_hash(config: Config) -> str:
 
 
 def _config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The fields that differ, except those a later vaelab added: absent from the saved
+    fingerprint and at their default now (the computation the older run did)."""
+    defaults = Config().to_dict()
     diffs = []
     for section in sorted(set(saved) | set(current)):
         a, b = saved.get(section, {}), current.get(section, {})
         for key in sorted(set(a) | set(b)):
+            if key not in a and key in b and b[key] == defaults.get(section, {}).get(key):
+                continue  # a field added since the checkpoint was written, at its default
             if a.get(key, "<absent>") != b.get(key, "<absent>"):
                 diffs.append(f"{section}.{key}: {a.get(key, '<absent>')!r} in the checkpoint, "
                              f"{b.get(key, '<absent>')!r} in the config")
@@ -293,11 +298,12 @@ def check_resumable(state: dict[str, Any], path: Path, config: Config, world_siz
                        "resumed safely; start a new run")
     if saved_hash != config_hash(config):
         diffs = _config_differences(state.get("config", {}), config_fingerprint(config))
-        detail = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3
-                                         else "")
-        raise RunError(f"checkpoint {path} was written for a different config "
-                       f"({detail or 'fingerprint ' + saved_hash}); resume the run it belongs "
-                       "to, or start a new run")
+        if diffs or "config" not in state:  # else only fields added since, at their defaults
+            detail = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more"
+                                             if len(diffs) > 3 else "")
+            raise RunError(f"checkpoint {path} was written for a different config "
+                           f"({detail or 'fingerprint ' + saved_hash}); resume the run it "
+                           "belongs to, or start a new run")
     saved_world = int(state.get("world_size", 1))
     if saved_world != world_size:
         raise RunError(f"checkpoint {path} was written by a {saved_world}-process run, but "
