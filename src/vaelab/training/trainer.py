@@ -34,7 +34,7 @@ from vaelab.data.rows import Rows, as_rows
 from vaelab.models.torch_private import scale_, tensor_norms
 from vaelab.rng import Shard, rng_states, set_rng_states, sharded
 from vaelab.schedules import Progress
-from vaelab.training import distributed
+from vaelab.training import distributed, moments
 
 StepFn = Callable[[torch.Tensor, Progress], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 # with Trainer(with_indices=True) the batch is (idx, xb): idx (B,) the rows of train_x, for
@@ -197,6 +197,8 @@ class Trainer:
         if 0 < self.cfg.grad_clip < norm:
             scale_(grads, self.cfg.grad_clip / (float(norm) + 1e-6))
         self.optimizer.step()
+        if (self.state.step + 1) % moments.EVERY == 0:
+            moments.zero_negligible_moments(self.optimizer)  # no subnormal moments (moments.py)
         self.state.bad_steps = 0
         return terms
 
