@@ -95,9 +95,9 @@ def census(run_dir: Path, cfg) -> dict[str, list]:
 
     for name, t in state["model"].items():
         note("weights", name, t)
-    for i, moments in state["optimizer"]["state"].items():
+    for i, adam_state in state["optimizer"]["state"].items():
         for key in ("exp_avg", "exp_avg_sq"):
-            note("adam", f"{names[int(i)]}.{key}", moments[key])
+            note("adam", f"{names[int(i)]}.{key}", adam_state[key])
     x = run.data("train")[:cfg.train.batch_size]
     x = torch.bernoulli(x, generator=torch.Generator().manual_seed(0))  # dynamic binarization
     objective = build_objective(cfg.objective, tuple(x.shape[1:]), fused=False)
