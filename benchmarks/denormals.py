@@ -3,6 +3,7 @@ shipped, without clearing Adam's negligible moments, and with flush-to-zero.
 
     python benchmarks/denormals.py --config default --epochs 12     # results/denormals-default.json
     python benchmarks/denormals.py --epochs 12 --threads 1 --tag loaded  # -default-loaded.json
+    python benchmarks/denormals.py --epochs 12 --threads 2 --tag 2threads-a  # and -b
 
 Trains the config (no validation or IS evaluation, as the `vaelab` command runs it after
 ``keep_freed_memory()``) in a fresh process three times: as shipped; with
@@ -20,7 +21,10 @@ moments (``checkpoints/last.pt``), and, for one training batch through the gener
 for the backward pass (the step's intermediates, caught with
 ``torch.autograd.graph.saved_tensors_hooks``) and in the gradients; and the time of one
 fused Adam step on the run's final state, as left and with its negligible moments cleared
-(alternating, medians of 7 x 50 steps).
+(alternating, medians of 7 x 50 steps); and of a whole training step from that state, as
+left, cleared, and flushed (alternating in one process, medians of 7 x 30 steps: the
+side-by-side answer to what subnormals cost, which a noisy machine's epoch rates cannot
+give).
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ def census(run_dir: Path, cfg) -> dict[str, list]:
     for name, p in run.model.named_parameters():
         if p.grad is not None:
             note("gradients", name, p.grad)
-    return {**found, "adam_step_ms": adam_step_ms(run.model, state["optimizer"])}
+    return {**found, "adam_step_ms": adam_step_ms(run.model, state["optimizer"]),
+            "training_step_ms": training_step_ms(run, cfg, state["optimizer"])}
 
 
 def adam_step_ms(model, optimizer_state: dict) -> dict[str, float]:
@@ -145,6 +150,52 @@ def adam_step_ms(model, optimizer_state: dict) -> dict[str, float]:
     return {key: round(statistics.median(v), 3) for key, v in times.items()}
 
 
+def training_step_ms(run, cfg, optimizer_state: dict) -> dict[str, float]:
+    """Median ms of a whole fused training step (binarize, fused ELBO, backward, fused Adam)
+    from the run's final state: as left, with its negligible moments cleared, and as left
+    under ``set_flush_denormal(True)``, alternating in this one process (medians of 7 x 30
+    steps), so a noisy machine's drift falls on all three alike."""
+    import copy
+    import statistics
+    import time
+
+    import torch
+
+    from vaelab.build import build_objective
+    from vaelab.schedules import Progress
+    from vaelab.training.moments import zero_negligible_moments
+
+    objective = build_objective(cfg.objective, tuple(run.data("train").shape[1:]))
+    data = run.data("train")
+    generator = torch.Generator().manual_seed(0)
+
+    def steps(clear: bool, flush: bool, n: int = 30) -> float:
+        model = copy.deepcopy(run.model).train()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, fused=True)
+        opt.load_state_dict(copy.deepcopy(optimizer_state))
+        if clear:
+            zero_negligible_moments(opt)
+        torch.set_flush_denormal(flush)
+        try:
+            start = time.perf_counter()
+            for i in range(n):
+                x = data[i * cfg.train.batch_size:(i + 1) * cfg.train.batch_size]
+                x = torch.bernoulli(x, generator=generator)
+                opt.zero_grad(set_to_none=True)
+                objective(model, x, Progress(step=10**6 + i, epoch=1e6)).loss.backward()
+                opt.step()
+            return (time.perf_counter() - start) / n * 1e3
+        finally:
+            torch.set_flush_denormal(False)
+
+    variants = {"as left": (False, False), "cleared": (True, False), "flushed": (False, True)}
+    times: dict[str, list[float]] = {key: [] for key in variants}
+    for _ in range(7):
+        for key, (clear, flush) in variants.items():
+            times[key].append(steps(clear, flush))
+    return {key: round(statistics.median(v), 3) for key, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="default", help="a stem of configs/*.toml")
@@ -166,6 +217,7 @@ def main() -> None:
     for part in ("shipped", "uncleared"):
         found = results[part]["subnormals"]
         print(f"{PARTS[part]}: fused Adam step on the final state {found['adam_step_ms']} ms")
+        print(f"  whole training step on the final state {found['training_step_ms']} ms")
         for place in ("weights", "adam", "intermediates", "gradients"):
             print(f"  subnormal values in {place}:", ", ".join(
                 f"{n} in {name} {shape}" for name, shape, n in found[place]) or "none")
