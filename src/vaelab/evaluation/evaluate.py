@@ -17,7 +17,7 @@ from vaelab import console
 from vaelab.evaluation import layered
 from vaelab.evaluation.chunked import chunked_log_mean_exp
 from vaelab.evaluation.diagnostics import collapse_warning, kl_per_dimension
-from vaelab.evaluation.fused_weights import fused_log_weights
+from vaelab.evaluation.fused_weights import decoder_log_prob, decoder_plan, fused_log_weights
 from vaelab.inference.fused_elbo import fused_plan
 from vaelab.models.hierarchical import HierarchicalVAE
 from vaelab.models.kl import kl_term
@@ -68,16 +68,19 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
     A stochastic lower bound in expectation (the IWAE bound) that tightens as K grows and is
     consistent as K -> infinity (Burda et al. 2016). Hierarchical models: z is the joint
     latent (``evaluation/layered.py``). ``fused``: the MLP Gaussian-Bernoulli VAE's weights
-    without distribution objects (``evaluation/fused_weights.py``; same draws and values).
+    without distribution objects, and for other latents and priors with that decoder its
+    log p(x|z) (``evaluation/fused_weights.py``; same draws and values).
     """
     if isinstance(model, HierarchicalVAE):
         return layered.importance_log_likelihood(model, x, samples=samples,
                                                  batch_size=batch_size,
-                                                 sample_chunk=sample_chunk, progress=progress)
+                                                 sample_chunk=sample_chunk, progress=progress,
+                                                 fused=fused)
     results = []
     bar = console.progress(x.shape[0], f"log p(x), K={samples}", enabled=progress,
                            log_lines=True)
     plan = fused_plan(model) if fused else None  # the MLP Gaussian-Bernoulli VAE
+    decoder = decoder_plan(model) if fused and plan is None else None  # its decoder, other q, p(z)
     for xb in _batches(x, batch_size):
         q = model.encode(xb)
         prior = model.prior()
@@ -86,7 +89,9 @@ def importance_log_likelihood(model: VAE, x: torch.Tensor, *, samples: int = 500
             if plan is not None:  # the same draws and weights, fewer passes over the logits
                 return fused_log_weights(plan, xb, k, q.base_dist.loc, q.base_dist.scale)
             z = q.sample((k,))  # (k, B, *latent)
-            return model.decode(z).log_prob(xb) + prior.log_prob(z) - q.log_prob(z)
+            rec = decoder_log_prob(decoder, model, z, xb) if decoder is not None \
+                else model.decode(z).log_prob(xb)
+            return rec + prior.log_prob(z) - q.log_prob(z)
 
         results.append(chunked_log_mean_exp(log_w, samples, sample_chunk))
         bar.update(xb.shape[0])

@@ -20,6 +20,7 @@ import torch
 from vaelab import console
 from vaelab.evaluation.chunked import chunked_log_mean_exp
 from vaelab.evaluation.diagnostics import COLLAPSE_FRACTION
+from vaelab.evaluation.fused_weights import decoder_plan, layered_log_prob
 from vaelab.inference.layered import layer_kls, log_weights
 from vaelab.models.hierarchical import HierarchicalVAE
 
@@ -55,14 +56,24 @@ def elbo_terms(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 1,
 @torch.no_grad()
 def importance_log_likelihood(model: HierarchicalVAE, x: torch.Tensor, *, samples: int = 5000,
                               batch_size: int = 20, sample_chunk: int = 250,
-                              progress: bool = False) -> torch.Tensor:
-    """log p(x) ~ logsumexp_k log w_k - log K over the joint latent z_k ~ q(z|x): (N,)."""
+                              progress: bool = False, fused: bool = True) -> torch.Tensor:
+    """log p(x) ~ logsumexp_k log w_k - log K over the joint latent z_k ~ q(z|x): (N,).
+    ``fused``: log p(x|z_1) of an MLP Bernoulli decoder without distribution objects
+    (``evaluation/fused_weights.py``; the same draws and values)."""
     results = []
     bar = console.progress(x.shape[0], f"log p(x), K={samples}", enabled=progress,
                            log_lines=True)
+    decoder = decoder_plan(model) if fused else None
     for xb in _batches(x, batch_size):
         def log_w(k: int, xb: torch.Tensor = xb) -> torch.Tensor:
-            return log_weights(model.trace(xb, k, _sample))[0]  # (k, B)
+            if decoder is None:
+                return log_weights(model.trace(xb, k, _sample))[0]  # (k, B)
+            data, y = model.split(xb)
+            layers = model.latents(xb, k, _sample)  # the draws of model.trace
+            log_w = layered_log_prob(decoder, model, layers[0].z, data, y)
+            for layer in layers:
+                log_w += layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
+            return log_w
 
         results.append(chunked_log_mean_exp(log_w, samples, sample_chunk))
         bar.update(xb.shape[0])

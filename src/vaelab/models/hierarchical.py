@@ -215,13 +215,18 @@ class HierarchicalVAE(nn.Module):
         flat = x.reshape(x.shape[0], -1)
         return torch.cat([flat, flat.new_full((x.shape[0], self.classes), 1 / self.classes)], 1)
 
+    def decoder_input(self, z1: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """What the decoder reads: z_1 (*batch, d_1), and in a conditional model the one-hot
+        y (B, C) appended (broadcast over the draws), or 1/C per class without labels."""
+        if not self.classes:
+            return z1
+        if y is None:
+            y = z1.new_full((self.classes,), 1 / self.classes)
+        return torch.cat([z1, y.expand(*z1.shape[:-1], self.classes)], -1)
+
     def _px(self, z1: torch.Tensor, y: torch.Tensor | None) -> Distribution:
         """p(x | z_1) (or p(x | z_1, y)) for z_1 (*batch, d_1); y (B, C) broadcasts."""
-        if self.classes:
-            if y is None:
-                y = z1.new_full((self.classes,), 1 / self.classes)
-            z1 = torch.cat([z1, y.expand(*z1.shape[:-1], self.classes)], -1)
-        return self.likelihood(self.decoder(z1))
+        return self.likelihood(self.decoder(self.decoder_input(z1, y)))
 
     def latents(self, x: torch.Tensor, samples: int = 1, sampler: Sampler = rsample
                 ) -> list[LatentLayer]:

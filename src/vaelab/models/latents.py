@@ -88,6 +88,19 @@ class DiagonalGaussian(LatentFamily):
         return torch.cat([torch.zeros(d), torch.full((d,), inverse_positive(1.0))])
 
 
+class CholeskyGaussian(MultivariateNormal):
+    """``MultivariateNormal`` whose draws mu + L eps are one einsum: torch's ``_batch_mv``
+    broadcasts L (B, d, d) against eps (K, B, d) into K x B matrix-vector products, 40 ms
+    per evaluation chunk of K=250 x B=20 in 50-D on 2 cores, 8 ms as B products of (K, d) by
+    (d, d). The same eps and the same draws to float32 rounding (tests/models/test_latents.py)."""
+
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()
+                ) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = torch.empty(shape, dtype=self.loc.dtype, device=self.loc.device).normal_()
+        return self.loc + torch.einsum("...ij,...j->...i", self._unbroadcasted_scale_tril, eps)
+
+
 class FullCovarianceGaussian(LatentFamily):
     """q(z|x) = N(mu, L L^T) with L lower-triangular and a positive diagonal (Cholesky)."""
 
@@ -116,7 +129,7 @@ class FullCovarianceGaussian(LatentFamily):
         tril = torch.where(self.diag, positive(tril), tril)
         scale_tril = params.new_zeros(*params.shape[:-1], d, d)
         scale_tril[..., self.rows, self.cols] = tril
-        return MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+        return CholeskyGaussian(loc, scale_tril=scale_tril, validate_args=False)
 
     def prior_params(self) -> torch.Tensor:
         """mu = 0, L = I: N(0, I)."""
