@@ -2,9 +2,9 @@
 straight-through trick, and exact enumeration for models small enough to sum over every z.
 
 Posteriors of discrete families are ``Independent(OneHot(logits), 1)`` (event (N, C);
-``OneHot`` is a faster ``OneHotCategorical``) or ``Independent(Bernoulli(logits), 1)`` (event
-(N,)). Training may replace a sample by its relaxation (Jang et al. 2017; Maddison et al.
-2017); evaluation never does.
+``OneHot`` is a faster ``OneHotCategorical``) or ``Independent(Binary(logits), 1)`` (event
+(N,); ``Binary`` is a faster-sampling ``Bernoulli``). Training may replace a sample by its
+relaxation (Jang et al. 2017; Maddison et al. 2017); evaluation never does.
 """
 
 from __future__ import annotations
@@ -63,6 +63,21 @@ class OneHot(OneHotCategorical):
             self._validate_sample(value)
         logits = self.logits.clamp(min=torch.finfo(self.logits.dtype).min)  # 0 * -inf = nan
         return (value * logits).sum(-1)
+
+
+class Binary(Bernoulli):
+    """Bernoulli whose draws compare uniforms with p, z = [u < p], u ~ U[0, 1): the same
+    distribution (P[u < p] = p to float32 resolution), other draws than ``torch.bernoulli``,
+    which on the CPU draws one variable at a time: 12 ms for the evaluator's chunk of
+    (250, 20, 200) on 2 cores, against 2.2 ms (a third of the IS time of
+    ``configs/discrete-bernoulli.toml``)."""
+
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()
+               ) -> torch.Tensor:
+        shape = self._extended_shape(torch.Size(sample_shape))
+        with torch.no_grad():
+            u = torch.rand(shape, dtype=self.probs.dtype, device=self.probs.device)
+            return u.lt_(self.probs.expand(shape))
 
 
 def base_of(q: Distribution) -> Distribution:

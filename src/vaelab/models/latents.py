@@ -14,14 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import (
-    Bernoulli,
     Distribution,
     Independent,
     MultivariateNormal,
     Normal,
 )
 
-from vaelab.models.discrete import OneHot
+from vaelab.models.discrete import Binary, OneHot
 
 MIN_SCALE = 1e-5
 
@@ -178,7 +177,7 @@ class BernoulliLatent(LatentFamily):
         return f"{self.latent_shape[0]} logits"
 
     def forward(self, params: torch.Tensor) -> Distribution:
-        return Independent(Bernoulli(logits=params, validate_args=False), 1,
+        return Independent(Binary(logits=params, validate_args=False), 1,
                            validate_args=False)
 
 
