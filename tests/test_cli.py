@@ -62,6 +62,14 @@ def test_train_writes_a_complete_run_and_eval_reads_it(tmp_path, data, capsys):
                        "N points of the split); leave it out to evaluate the whole split")
     assert main(["eval", str(out), "--limit", "3", "--json", "--iw-samples", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 3
+    # another GEMM library than the run recorded: the same report to float32 rounding
+    recorded = main(["eval", str(out), "--json", "--iw-samples", "16"]), \
+        json.loads(capsys.readouterr().out)
+    for matmul in ("onednn", "torch", "auto"):
+        assert main(["eval", str(out), "--json", "--iw-samples", "16", "--matmul", matmul]) == 0
+        other = json.loads(capsys.readouterr().out)
+        for key in ("elbo", "log_likelihood"):
+            assert other[key] == pytest.approx(recorded[1][key], rel=1e-5, abs=1e-4), matmul
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, data, capsys):

@@ -203,7 +203,7 @@ class Run:
 
 def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
              decoder: nn.Module | None = None, device: str | None = None,
-             data: Any = None) -> Run:
+             data: Any = None, matmul: str | None = None) -> Run:
     """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last), or a
     model exported by ``vaelab export`` (``hf://owner/name`` pulls one from the Hugging Face
     Hub), onto ``device`` (auto, cpu, cuda; default the run's ``train.device``).
@@ -215,7 +215,15 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
     (``data/``; ``config.data.name`` points there, in memory only); ``data=`` passes the
     data again, as for ``fit`` (needed for the training split of a Dataset or memmap,
     which is not copied; docs/large-data.md).
+
+    ``matmul``: the GEMM library of the linear layers. By default the one the run recorded
+    (``train.matmul``, chosen when it was trained), so evaluation rounds as training did;
+    ``"auto"`` times both again here, where another day or machine may rank them the other
+    way (docs/scale.md); ``"onednn"`` or ``"torch"`` picks one.
     """
+    if matmul not in (None, "auto", "onednn", "torch"):
+        raise ValueError(f"matmul={matmul!r}: choose auto, onednn or torch, or leave it out "
+                         "for the library the run recorded")
     if str(path).startswith(HUB_PREFIX):
         path = pull_from_hub(str(path)[len(HUB_PREFIX):])
     run_dir = RunDir.existing(path)
@@ -248,9 +256,12 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
         load_weights(model, model_weights(state, ckpt_path), f"checkpoint {ckpt_path}")
     ctx = distributed.Context(device=pick_device(device or config.train.device))
     model.to(ctx.device).eval()
-    ev = config.eval  # a run from before train.matmul (auto): timed at evaluation's shapes
-    config = resolve_matmul(config, model, rows=ev.batch_size, samples=ev.sample_chunk,
-                            ctx=ctx)
+    if matmul is not None:  # instead of the library the run recorded when it was trained
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                       matmul=matmul))
+    ev = config.eval  # auto (asked for, or a run from before train.matmul): timed at
+    config = resolve_matmul(config, model, rows=ev.batch_size,  # evaluation's shapes
+                            samples=ev.sample_chunk, ctx=ctx)
     return Run(path=run_dir.path, config=config, model=model, meta=meta, given=given)
 
 

@@ -117,6 +117,23 @@ def test_a_run_records_the_library_auto_chose_and_resumes_and_loads_on_it(timed,
     assert load_run(run.path).config.train.matmul == chosen
 
 
+@pytest.mark.skipif(not fastlinear.ENABLED, reason="oneDNN linear not available")
+def test_loading_with_another_library_than_the_recorded_one(timed, tmp_path, monkeypatch):
+    data = make_npz(tmp_path / "d.npz")
+    run = fit(tiny_config(data, "train.matmul=torch"), out=tmp_path / "run", pictures=False)
+    for asked in ("onednn", "torch"):
+        loaded = load_run(run.path, matmul=asked)
+        assert loaded.config.train.matmul == asked
+        assert all(m.matmul == asked for m in loaded.model.modules()
+                   if isinstance(m, fastlinear.Linear))
+    monkeypatch.setattr(fastlinear, "fastest_matmul", lambda shapes: ("onednn", {}))
+    assert load_run(run.path, matmul="auto").config.train.matmul == "onednn"  # timed again
+    assert load_run(run.path).config.train.matmul == "torch"  # the recorded one
+    assert RunDir.existing(run.path).read_config().train.matmul == "torch"  # file unchanged
+    with pytest.raises(ValueError, match="matmul='mkl': choose auto, onednn or torch"):
+        load_run(run.path, matmul="mkl")
+
+
 def test_a_run_from_before_train_matmul_reads_as_onednn(tmp_path):
     data = make_npz(tmp_path / "d.npz")
     run = fit(tiny_config(data, "train.matmul=torch"), out=tmp_path / "run", pictures=False)

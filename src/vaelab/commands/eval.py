@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                    help="where to evaluate (default: the run's train.device)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--matmul", choices=["recorded", "auto", "onednn", "torch"],
+                   default="recorded",
+                   help="GEMM library of the linear layers: the one the run recorded in "
+                        "training (default), or auto to time both again on this machine")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -32,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: must be an integer >= 1 (the first N points "
                          "of the split); leave it out to evaluate the whole split")
-    run_ = load_run(args.run, checkpoint=args.checkpoint, device=args.device)
+    run_ = load_run(args.run, checkpoint=args.checkpoint, device=args.device,
+                    matmul=None if args.matmul == "recorded" else args.matmul)
     report = run_.evaluate(args.split, iw_samples=args.iw_samples, limit=args.limit,
                            seed=args.seed)
     if args.json:
