@@ -15,7 +15,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -203,7 +203,8 @@ class Run:
 
 def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
              decoder: nn.Module | None = None, device: str | None = None,
-             data: Any = None, matmul: str | None = None) -> Run:
+             data: Any = None,
+             matmul: Literal["auto", "onednn", "torch"] | None = None) -> Run:
     """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last), or a
     model exported by ``vaelab export`` (``hf://owner/name`` pulls one from the Hugging Face
     Hub), onto ``device`` (auto, cpu, cuda; default the run's ``train.device``).
