@@ -65,8 +65,9 @@ def decoder_plan(model: VAE | HierarchicalVAE) -> DecoderPlan | None:
 
 # Rows of z decoded at a time. The evaluator's chunk (250 samples x 20 images = 5,000 rows)
 # makes a 15.7 MB logits tensor that each element-wise pass streams from memory; 2,000 rows
-# (6.3 MB) ran the whole K=5000 evaluation of configs/paper.toml 1.24x faster on this
-# machine's 2 cores (1,000 and 2,000 rows alike, 5,000 the slowest). Only how the work is cut
+# (6.3 MB) ran the whole K=5000 evaluation of configs/paper.toml 1.27x faster on this
+# machine's 2 cores (benchmarks/eval_speed.py --sides fused,fused-unblocked,general; 1,000
+# and 2,000 rows alike, 5,000 the slowest). Only how the work is cut
 # changes: the same draws, and each row's log p(x|z) to float32 rounding.
 BLOCK_ROWS = 2000
 
