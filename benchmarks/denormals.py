@@ -165,8 +165,8 @@ def training_step_ms(run, cfg, optimizer_state: dict) -> dict[str, float]:
     from vaelab.schedules import Progress
     from vaelab.training.moments import zero_negligible_moments
 
-    objective = build_objective(cfg.objective, tuple(run.data("train").shape[1:]))
     data = run.data("train")
+    objective = build_objective(cfg.objective, tuple(data.shape[1:]))
     generator = torch.Generator().manual_seed(0)
 
     def steps(clear: bool, flush: bool, n: int = 30) -> float:

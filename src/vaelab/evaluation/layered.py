@@ -21,7 +21,7 @@ from vaelab import console
 from vaelab.evaluation.chunked import chunked_log_mean_exp
 from vaelab.evaluation.diagnostics import COLLAPSE_FRACTION
 from vaelab.evaluation.fused_weights import decoder_plan, layered_log_prob
-from vaelab.inference.layered import layer_kls, log_weights
+from vaelab.inference.layered import layer_kls, layer_log_ratios, log_weights
 from vaelab.models.hierarchical import HierarchicalVAE
 
 
@@ -70,10 +70,8 @@ def importance_log_likelihood(model: HierarchicalVAE, x: torch.Tensor, *, sample
                 return log_weights(model.trace(xb, k, _sample))[0]  # (k, B)
             data, y = model.split(xb)
             layers = model.latents(xb, k, _sample)  # the draws of model.trace
-            log_w = layered_log_prob(decoder, model, layers[0].z, data, y)
-            for layer in layers:
-                log_w += layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
-            return log_w
+            log_px_z = layered_log_prob(decoder, model, layers[0].z, data, y)
+            return log_px_z + cast(torch.Tensor, sum(layer_log_ratios(layers)))
 
         results.append(chunked_log_mean_exp(log_w, samples, sample_chunk))
         bar.update(xb.shape[0])

@@ -71,11 +71,15 @@ def log_weights(trace: Trace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return log_w, log_px_z, log_w - log_px_z
 
 
+def layer_log_ratios(layers: list[LatentLayer]) -> list[torch.Tensor]:
+    """log p(z_l|.) - log q(z_l|.) of each layer's draws, (K, B) each, bottom first."""
+    return [layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z) for layer in layers]
+
+
 def _log_weight_terms(trace: Trace) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """(log w, log p(x|z_1), [log p(z_l|.) - log q(z_l|.)] per layer), each (K, B)."""
     log_px_z = trace.px.log_prob(trace.x)
-    per_layer = [layer.p.log_prob(layer.z) - layer.q.log_prob(layer.z)
-                 for layer in trace.layers]
+    per_layer = layer_log_ratios(trace.layers)
     # cast: sum() of tensors (one per layer, at least one) is a tensor, not the start 0
     return log_px_z + cast(torch.Tensor, sum(per_layer)), log_px_z, per_layer
 
