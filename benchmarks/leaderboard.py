@@ -16,6 +16,8 @@ minutes of training: one run per row, stopped at each budget, evaluated, and res
 the next budget (``fit(resume=..., changes=["train.time_limit_minutes=..."])``); the
 learning rate decays per epoch, not per budget, so the run passes through the same weights
 as a run trained for the last budget alone (the time spent evaluating is not training time).
+``--resume --at 150`` continues the run folders of an earlier leaderboard with the same
+``--runs`` and ``--tag`` to longer budgets, keeping the points already in its results file.
 Writes benchmarks/results/leaderboard[-TAG].json and
 docs/leaderboard[-TAG].md.
 """
@@ -65,14 +67,24 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
     config_name, extra, description = ROWS[name]
     extra = [*extra, *args.set]
     budgets = args.at or [args.minutes]
+    out = Path(args.runs) / f"leaderboard-{name}{'-' + args.tag if args.tag else ''}"
+    earlier: list[dict] = []
+    if args.resume:
+        if not (out / "summary.json").is_file():
+            raise SystemExit(f"--resume: no finished run in {out}; run the row without "
+                             "--resume first (same --runs and --tag)")
+        row = next((r for r in previous_rows(args.tag) if r["row"] == name), None)
+        if row is not None:
+            extra = row["overrides"]  # the run keeps the overrides it was trained with
+            earlier = [p for p in row["points"] if p["minutes"] < budgets[0]]
     overrides = [*extra, "train.progress=false", "eval.iw_samples=0",
                  f"train.time_limit_minutes={budgets[0]}", f"train.threads={args.threads}"]
     config = load_config(ROOT / "configs" / config_name, overrides)
-    out = Path(args.runs) / f"leaderboard-{name}{'-' + args.tag if args.tag else ''}"
-    points = []
-    start = time.perf_counter()
+    points = list(earlier)
+    # wall time of training only, counted on from the earlier points
+    start = time.perf_counter() - (earlier[-1]["wall_seconds"] if earlier else 0.0)
     for i, minutes in enumerate(budgets):
-        if i == 0:
+        if i == 0 and not args.resume:
             run = fit(config, out=out, overwrite=True, pictures=False)
         else:
             run = fit(None, resume=out, changes=[f"train.time_limit_minutes={minutes}"],
@@ -99,6 +111,12 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
             "points": points}
 
 
+def previous_rows(tag: str) -> list[dict]:
+    """The rows of the results file an earlier run with ``tag`` wrote (none if absent)."""
+    path = RESULTS / f"leaderboard{'-' + tag if tag else ''}.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
 ROW_MARK = "LEADERBOARD-ROW "
 
 
@@ -112,6 +130,7 @@ def run_side_by_side(names: list[str], args: argparse.Namespace) -> list[dict]:
     argv += ["--at", ",".join(f"{m:g}" for m in args.at)] if args.at else \
         ["--minutes", str(args.minutes)]
     argv += ["--limit", str(args.limit)] if args.limit else []
+    argv += ["--resume"] if args.resume else []
     argv += [a for o in args.set for a in ("--set", o)]
     results: dict[str, dict] = {}
     pending = list(names)
@@ -150,13 +169,17 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
 
 def budget_table(rows: list[dict], args: argparse.Namespace) -> str:
     """One column per budget: test NLL ± standard error (epochs reached)."""
-    head = " | ".join(f"after {m:g} min" for m in args.at)
-    lines = [f"| model | config | {head} |", "|---|---|" + "---:|" * len(args.at)]
+    budgets = sorted({p["minutes"] for r in rows for p in r["points"]})
+    head = " | ".join(f"after {m:g} min" for m in budgets)
+    lines = [f"| model | config | {head} |", "|---|---|" + "---:|" * len(budgets)]
     for r in rows:
         cells = []
-        for p in r["points"]:
-            nll = f"{p['test_nll']:.2f} ± {p['test_nll_stderr']:.2f} ({p['epochs']} epochs)"
-            cells.append(nll + (" (-log p(x\\|y))" if r["given_labels"] else ""))
+        at = {p["minutes"]: p for p in r["points"]}
+        for m in budgets:
+            p = at.get(m)
+            nll = "" if p is None else \
+                f"{p['test_nll']:.2f} ± {p['test_nll_stderr']:.2f} ({p['epochs']} epochs)"
+            cells.append(nll + (" (-log p(x\\|y))" if r["given_labels"] and p else ""))
         over = " ".join(f"`--set {o}`" for o in r["overrides"])
         lines.append(f"| {r['model']} | `{r['config']}` {over} | {' | '.join(cells)} |")
     return "\n".join(lines)
@@ -182,6 +205,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for every row (repeatable), e.g. "
                              "--set train.lr_decay=0.998; recorded in the row's overrides")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the rows' runs from an earlier leaderboard with the "
+                             "same --runs and --tag to the budgets of --at, keeping its points")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # one row, in a child process
     args = parser.parse_args()
     try:
@@ -194,6 +220,9 @@ def main() -> None:
         parser.error("give either --minutes M (one budget) or --at M1,M2,... (several)")
     if args.at:
         args.minutes = args.at[-1]
+    if args.resume and not args.at:
+        parser.error("--resume continues runs to longer budgets: give them with --at, "
+                     "e.g. --resume --at 150")
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
@@ -201,17 +230,18 @@ def main() -> None:
     if args.part:
         print(ROW_MARK + json.dumps(run_row(args.part, args)), flush=True)
         return
+    suffix = f"-{args.tag}" if args.tag else ""
     rows = run_side_by_side(names, args) if args.jobs > 1 else []
     for name in names if args.jobs <= 1 else []:
         rows.append(run_row(name, args))
         print(json.dumps(rows[-1]))
-    suffix = f"-{args.tag}" if args.tag else ""
     RESULTS.mkdir(exist_ok=True)
     conditions = {
         "minutes": args.minutes, "threads": args.threads, "iw_samples": args.k,
         "test_limit": args.limit, "torch": torch.__version__,
         "python": platform.python_version(), "machine": platform.machine(),
-        "budgets": args.at or [args.minutes], "jobs": args.jobs,
+        "budgets": sorted({p["minutes"] for r in rows for p in r["points"]}),
+        "jobs": args.jobs,
         "VAELAB_MATMUL": os.environ.get("VAELAB_MATMUL", ""),
         "command": "python benchmarks/leaderboard.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in (
@@ -219,12 +249,19 @@ def main() -> None:
                 ("minutes", args.minutes), ("only", ",".join(names)), ("k", args.k),
                 ("limit", args.limit), ("threads", args.threads),
                 ("jobs", args.jobs if args.jobs > 1 else None), ("tag", args.tag))
-            if v not in (None, "")),
+            if v not in (None, "")) + "".join(f" --set {o}" for o in args.set)
+            + (" --resume" if args.resume else ""),
     }
+    if args.resume:  # the command that trained the earlier points
+        path = RESULTS / f"leaderboard{suffix}.json"
+        if path.is_file():
+            earlier = json.loads(path.read_text())["conditions"]
+            conditions["resumed_from"] = earlier.get("resumed_from", []) + [earlier["command"]]
     (RESULTS / f"leaderboard{suffix}.json").write_text(
         json.dumps({"conditions": conditions, "rows": rows}, indent=2) + "\n")
     anchors = "\n".join(f"| {a} | {v} |" for a, v in ANCHORS)
-    budget_words = (", ".join(f"{m:g}" for m in args.at) + " min (evaluated after each)"
+    budget_words = (", ".join(f"{m:g}" for m in conditions["budgets"])
+                    + " min (evaluated after each)"
                     if args.at else f"{args.minutes:g} min")
     together = f", {args.jobs} rows at a time side by side" if args.jobs > 1 else ""
     text = (f"# Leaderboard{' (' + args.tag + ')' if args.tag else ''}\n\n"

@@ -25,6 +25,7 @@ from scipy import integrate, stats
 from scipy.special import logsumexp
 from torch import nn
 from torch.distributions import (
+    Categorical,
     Independent,
     Laplace,
     MultivariateNormal,
@@ -419,3 +420,47 @@ def test_mixture_log_prob_equals_torchs_elementwise_one_with_gradients(posterior
     g2 = torch.autograd.grad(ref.sum(), [z, prior.pseudo_inputs])
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+
+
+def test_mixture_log_prob_with_far_components_equals_torchs_with_and_without_gradients():
+    """Components hundreds of nats apart (terms that exp underflows, floored for speed) and
+    several blocks of rows: the same values as torch's logsumexp in float64, on both the
+    differentiable path and the blocked one evaluation takes."""
+    from vaelab.models import priors
+
+    torch.manual_seed(0)
+    loc = torch.cat([torch.zeros(1, 4), 40 * torch.randn(7, 4)]).double()
+    scale = torch.rand(8, 4).double() * 0.5 + 0.05
+    mixture = priors.ChunkedMixture(
+        Categorical(logits=torch.randn(8).double()),
+        Independent(Normal(loc, scale), 1), validate_args=False)
+    z = torch.cat([torch.randn(300, 4), 40 * torch.randn(300, 4)]).double()
+    ref = torch.distributions.MixtureSameFamily(mixture.mixture_distribution,
+                                                mixture.component_distribution).log_prob(z)
+    args = mixture.component_distribution.log_prob(z[:, None]) + torch.log_softmax(
+        mixture.mixture_distribution.logits, -1)
+    assert (args - args.amax(-1, keepdim=True) < priors.EXP_FLOOR).float().mean() > 0.3
+    old = priors.BLOCK_ELEMENTS
+    try:
+        priors.BLOCK_ELEMENTS = 8 * 37  # 37 rows per block: a ragged last block
+        with torch.no_grad():
+            blocked = mixture.log_prob(z)
+    finally:
+        priors.BLOCK_ELEMENTS = old
+    zg = z.clone().requires_grad_()
+    grad_path = mixture.log_prob(zg)
+    torch.testing.assert_close(blocked, ref, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(grad_path.detach(), ref, rtol=1e-12, atol=1e-9)
+    (g,) = torch.autograd.grad(grad_path.sum(), zg)
+    (g_ref,) = torch.autograd.grad(torch.distributions.MixtureSameFamily(
+        mixture.mixture_distribution, mixture.component_distribution).log_prob(zg).sum(), zg)
+    torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_floored_logsumexp_keeps_infinite_and_nan_rows_as_torch():
+    from vaelab.models.priors import floored_logsumexp
+
+    rows = torch.tensor([[-math.inf, -math.inf], [math.inf, 0.0], [math.nan, 1.0], [-1e4, 0.0]],
+                        dtype=torch.float64)
+    torch.testing.assert_close(floored_logsumexp(rows), torch.logsumexp(rows, -1),
+                               equal_nan=True)
