@@ -256,7 +256,7 @@ def main() -> None:
         path = RESULTS / f"leaderboard{suffix}.json"
         if path.is_file():
             earlier = json.loads(path.read_text())["conditions"]
-            conditions["resumed_from"] = earlier.get("resumed_from", []) + [earlier["command"]]
+            conditions["resumed_from"] = [*earlier.get("resumed_from", []), earlier["command"]]
     (RESULTS / f"leaderboard{suffix}.json").write_text(
         json.dumps({"conditions": conditions, "rows": rows}, indent=2) + "\n")
     anchors = "\n".join(f"| {a} | {v} |" for a, v in ANCHORS)
