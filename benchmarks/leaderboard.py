@@ -73,7 +73,8 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
         if not (out / "summary.json").is_file():
             raise SystemExit(f"--resume: no finished run in {out}; run the row without "
                              "--resume first (same --runs and --tag)")
-        row = next((r for r in previous_rows(args.tag) if r["row"] == name), None)
+        row = next((r for r in previous_results(args.tag).get("rows", [])
+                    if r["row"] == name), None)
         if row is not None:
             extra = row["overrides"]  # the run keeps the overrides it was trained with
             earlier = [p for p in row["points"] if p["minutes"] < budgets[0]]
@@ -111,10 +112,14 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
             "points": points}
 
 
-def previous_rows(tag: str) -> list[dict]:
-    """The rows of the results file an earlier run with ``tag`` wrote (none if absent)."""
-    path = RESULTS / f"leaderboard{'-' + tag if tag else ''}.json"
-    return json.loads(path.read_text())["rows"] if path.is_file() else []
+def results_path(tag: str) -> Path:
+    return RESULTS / f"leaderboard{'-' + tag if tag else ''}.json"
+
+
+def previous_results(tag: str) -> dict:
+    """The results file an earlier run with ``tag`` wrote ({} if absent)."""
+    path = results_path(tag)
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 ROW_MARK = "LEADERBOARD-ROW "
@@ -230,7 +235,6 @@ def main() -> None:
     if args.part:
         print(ROW_MARK + json.dumps(run_row(args.part, args)), flush=True)
         return
-    suffix = f"-{args.tag}" if args.tag else ""
     rows = run_side_by_side(names, args) if args.jobs > 1 else []
     for name in names if args.jobs <= 1 else []:
         rows.append(run_row(name, args))
@@ -252,12 +256,10 @@ def main() -> None:
             if v not in (None, "")) + "".join(f" --set {o}" for o in args.set)
             + (" --resume" if args.resume else ""),
     }
-    if args.resume:  # the command that trained the earlier points
-        path = RESULTS / f"leaderboard{suffix}.json"
-        if path.is_file():
-            earlier = json.loads(path.read_text())["conditions"]
-            conditions["resumed_from"] = [*earlier.get("resumed_from", []), earlier["command"]]
-    (RESULTS / f"leaderboard{suffix}.json").write_text(
+    earlier = previous_results(args.tag).get("conditions") if args.resume else None
+    if earlier:  # the commands that trained the earlier points
+        conditions["resumed_from"] = [*earlier.get("resumed_from", []), earlier["command"]]
+    results_path(args.tag).write_text(
         json.dumps({"conditions": conditions, "rows": rows}, indent=2) + "\n")
     anchors = "\n".join(f"| {a} | {v} |" for a, v in ANCHORS)
     budget_words = (", ".join(f"{m:g}" for m in conditions["budgets"])
@@ -274,6 +276,7 @@ def main() -> None:
             "Published anchors (test NLL, dynamically binarized MNIST, importance "
             "sampling; many GPU-hours of training):\n\n| model | NLL |\n|---|---:|\n"
             f"{anchors}\n")
+    suffix = f"-{args.tag}" if args.tag else ""
     (ROOT / "docs" / f"leaderboard{suffix}.md").write_text(text)
     print(text)
 

@@ -84,15 +84,17 @@ EXP_FLOOR = -700.0
 BLOCK_ELEMENTS = 1 << 18
 
 
-def floored_logsumexp(args: torch.Tensor) -> torch.Tensor:
+def floored_logsumexp(args: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """torch.logsumexp over the last dim (float64), with terms more than 700 below the row's
     maximum floored at exp(-700) (a change below 1e-300 of the sum) so exp stays fast.
-    Differentiable: a floored term's gradient is 0 instead of at most exp(-700)."""
+    Differentiable: a floored term's gradient is 0 instead of at most exp(-700).
+    ``in_place``: overwrite ``args`` instead of allocating (no gradients)."""
     top = args.detach().amax(-1, keepdim=True)
-    empty = top == -math.inf  # rows of -inf only: -inf, as torch.logsumexp gives
+    empty = (top == -math.inf).squeeze(-1)  # rows of -inf only: -inf, as torch.logsumexp gives
     top = top.masked_fill(~top.isfinite(), 0.0)
-    out = (args - top).clamp(min=EXP_FLOOR).exp().sum(-1).log() + top.squeeze(-1)
-    return out.masked_fill(empty.squeeze(-1), -math.inf)
+    terms = args.sub_(top).clamp_(min=EXP_FLOOR).exp_() if in_place \
+        else (args - top).clamp(min=EXP_FLOOR).exp()
+    return (terms.sum(-1).log() + top.squeeze(-1)).masked_fill(empty, -math.inf)
 
 
 def blocked_logsumexp_addmm(const: torch.Tensor, features: torch.Tensor,
@@ -106,12 +108,7 @@ def blocked_logsumexp_addmm(const: torch.Tensor, features: torch.Tensor,
     for start in range(0, n, rows):
         block = buffer[: min(rows, n - start)]
         torch.addmm(const, features[start: start + rows], factors, out=block)
-        top = block.amax(-1, keepdim=True)
-        empty = top == -math.inf
-        top.masked_fill_(~top.isfinite(), 0.0)
-        total = block.sub_(top).clamp_(min=EXP_FLOOR).exp_().sum(-1).log_()
-        out[start: start + rows] = total.add_(top.squeeze(-1)).masked_fill_(
-            empty.squeeze(-1), -math.inf)
+        out[start: start + rows] = floored_logsumexp(block, in_place=True)
     return out
 
 
