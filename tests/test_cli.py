@@ -72,6 +72,38 @@ def test_train_writes_a_complete_run_and_eval_reads_it(tmp_path, data, capsys):
             assert other[key] == pytest.approx(recorded[1][key], rel=1e-5, abs=1e-4), matmul
 
 
+def test_eval_runs_on_the_threads_the_run_trained_on(tmp_path, data, capsys, monkeypatch):
+    """A run trained with train.threads=1 (e.g. one of two side by side) is evaluated on one
+    thread unless --threads says otherwise; --threads 0 leaves torch's setting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "run"
+    try:
+        assert main(train_args(data, out, "train.threads=1")) == 0
+        seen = []
+        real_evaluate = __import__("vaelab.api", fromlist=["Run"]).Run.evaluate
+
+        def evaluate(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return real_evaluate(self, *args, **kwargs)
+
+        monkeypatch.setattr("vaelab.api.Run.evaluate", evaluate)
+        for argv, expected in (([], 1), (["--threads", "2"], 2), (["--threads", "0"], 2)):
+            assert main(["eval", str(out), "--iw-samples", "0", *argv]) == 0, argv
+            assert seen[-1] == expected, argv
+        err = error_of(capsys, ["eval", str(out), "--threads", "-1"])
+        assert err == ("vaelab eval: error: --threads -1: must be >= 0 (0 = all cores); leave "
+                       "it out for the run's train.threads")
+        from vaelab.api import load_run
+
+        for bad in (-1, True, "all", 1.5):
+            with pytest.raises(ValueError, match="give an integer >= 0"):
+                load_run(out, threads=bad)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path, data, capsys):
     out = tmp_path / "run"
     assert main(train_args(data, out)) == 0

@@ -204,7 +204,8 @@ class Run:
 def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module | None = None,
              decoder: nn.Module | None = None, device: str | None = None,
              data: Any = None,
-             matmul: Literal["auto", "onednn", "torch"] | None = None) -> Run:
+             matmul: Literal["auto", "onednn", "torch"] | None = None,
+             threads: int | Literal["recorded"] | None = None) -> Run:
     """Load a run folder written by ``vaelab train`` (``checkpoint``: best or last), or a
     model exported by ``vaelab export`` (``hf://owner/name`` pulls one from the Hugging Face
     Hub), onto ``device`` (auto, cpu, cuda; default the run's ``train.device``).
@@ -221,10 +222,20 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
     (``train.matmul``, chosen when it was trained), so evaluation rounds as training did;
     ``"auto"`` times both again here, where another day or machine may rank them the other
     way (docs/scale.md); ``"onednn"`` or ``"torch"`` picks one.
+
+    ``threads``: torch's intra-op threads for the whole process (``torch.set_num_threads``),
+    set before ``matmul="auto"`` times the libraries. ``None`` or 0 (default) leave the
+    process as it is (all cores in a fresh one); ``"recorded"`` takes the run's
+    ``train.threads`` (what ``vaelab eval`` does, so that a run trained on one core beside
+    another job is evaluated on one core too).
     """
     if matmul not in (None, "auto", "onednn", "torch"):
         raise ValueError(f"matmul={matmul!r}: choose auto, onednn or torch, or leave it out "
                          "for the library the run recorded")
+    if threads is not None and threads != "recorded" and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads={threads!r}: give an integer >= 0 (0 = torch's default), "
+                         "\"recorded\" for the run's train.threads, or leave it out")
     if str(path).startswith(HUB_PREFIX):
         path = pull_from_hub(str(path)[len(HUB_PREFIX):])
     run_dir = RunDir.existing(path)
@@ -257,6 +268,9 @@ def load_run(path: str | Path, *, checkpoint: str = "best", encoder: nn.Module |
         load_weights(model, model_weights(state, ckpt_path), f"checkpoint {ckpt_path}")
     ctx = distributed.Context(device=pick_device(device or config.train.device))
     model.to(ctx.device).eval()
+    wanted = config.train.threads if threads == "recorded" else (threads or 0)
+    if wanted > 0:  # 0: torch's own setting (all cores in a fresh process), as in training
+        torch.set_num_threads(wanted)
     if matmul is not None:  # instead of the library the run recorded when it was trained
         config = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                        matmul=matmul))

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    default="recorded",
                    help="GEMM library of the linear layers: the one the run recorded in "
                         "training (default), or auto to time both again on this machine")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: the run's train.threads, so a run trained on "
+                        "one core beside another job is evaluated the same way; 0 = all cores)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)
 
@@ -36,8 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: must be an integer >= 1 (the first N points "
                          "of the split); leave it out to evaluate the whole split")
+    if args.threads is not None and args.threads < 0:
+        raise ValueError(f"--threads {args.threads}: must be >= 0 (0 = all cores); leave it "
+                         "out for the run's train.threads")
     run_ = load_run(args.run, checkpoint=args.checkpoint, device=args.device,
-                    matmul=None if args.matmul == "recorded" else args.matmul)
+                    matmul=None if args.matmul == "recorded" else args.matmul,
+                    threads="recorded" if args.threads is None else args.threads)
     report = run_.evaluate(args.split, iw_samples=args.iw_samples, limit=args.limit,
                            seed=args.seed)
     if args.json:
