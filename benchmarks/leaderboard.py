@@ -103,6 +103,7 @@ def run_row(name: str, args: argparse.Namespace) -> dict:
             "test_nll_stderr": round(test["log_likelihood_stderr"], 3),
             "test_n": test["n"], "kl_per_layer": test.get("kl_per_layer"),
             "active_units": test["active_units"], "latent_units": test["latent_units"],
+            "active_units_per_layer": test.get("active_units_per_layer"),
         })
         print(json.dumps({"row": name, **points[-1]}), flush=True)
         start += eval_seconds  # wall time of training only
@@ -155,6 +156,11 @@ def run_side_by_side(names: list[str], args: argparse.Namespace) -> list[dict]:
     return [results[n] for n in names]
 
 
+def cell(text: str) -> str:
+    """``text`` inside a Markdown table cell: its ``|`` (as in p(x|y)) escaped."""
+    return text.replace("|", "\\|")
+
+
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     if args.at:
         return budget_table(rows, args)
@@ -167,7 +173,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         if r["given_labels"]:
             nll += " (-log p(x\\|y))"
         over = " ".join(f"`--set {o}`" for o in r["overrides"])
-        lines.append(f"| {r['model']} | `{r['config']}` {over} | {r['epochs']} | "
+        lines.append(f"| {cell(r['model'])} | `{r['config']}` {over} | {r['epochs']} | "
                      f"{r['train_seconds'] / 60:.1f} | {nll} |")
     return "\n".join(lines)
 
@@ -186,7 +192,7 @@ def budget_table(rows: list[dict], args: argparse.Namespace) -> str:
                 f"{p['test_nll']:.2f} ± {p['test_nll_stderr']:.2f} ({p['epochs']} epochs)"
             cells.append(nll + (" (-log p(x\\|y))" if r["given_labels"] and p else ""))
         over = " ".join(f"`--set {o}`" for o in r["overrides"])
-        lines.append(f"| {r['model']} | `{r['config']}` {over} | {' | '.join(cells)} |")
+        lines.append(f"| {cell(r['model'])} | `{r['config']}` {over} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
