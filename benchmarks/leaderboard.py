@@ -37,6 +37,7 @@ import torch
 
 from vaelab.api import fit
 from vaelab.config import load_config
+from vaelab.viz.export import markdown_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -156,11 +157,6 @@ def run_side_by_side(names: list[str], args: argparse.Namespace) -> list[dict]:
     return [results[n] for n in names]
 
 
-def cell(text: str) -> str:
-    """``text`` inside a Markdown table cell: its ``|`` (as in p(x|y)) escaped."""
-    return text.replace("|", "\\|")
-
-
 def table(rows: list[dict], args: argparse.Namespace) -> str:
     if args.at:
         return budget_table(rows, args)
@@ -173,7 +169,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         if r["given_labels"]:
             nll += " (-log p(x\\|y))"
         over = " ".join(f"`--set {o}`" for o in r["overrides"])
-        lines.append(f"| {cell(r['model'])} | `{r['config']}` {over} | {r['epochs']} | "
+        lines.append(f"| {markdown_cell(r['model'])} | `{r['config']}` {over} | {r['epochs']} | "
                      f"{r['train_seconds'] / 60:.1f} | {nll} |")
     return "\n".join(lines)
 
@@ -192,7 +188,8 @@ def budget_table(rows: list[dict], args: argparse.Namespace) -> str:
                 f"{p['test_nll']:.2f} ± {p['test_nll_stderr']:.2f} ({p['epochs']} epochs)"
             cells.append(nll + (" (-log p(x\\|y))" if r["given_labels"] and p else ""))
         over = " ".join(f"`--set {o}`" for o in r["overrides"])
-        lines.append(f"| {cell(r['model'])} | `{r['config']}` {over} | {' | '.join(cells)} |")
+        lines.append(f"| {markdown_cell(r['model'])} | `{r['config']}` {over} | "
+                     f"{' | '.join(cells)} |")
     return "\n".join(lines)
 
 

@@ -30,12 +30,14 @@ if TYPE_CHECKING:  # annotations only: api.py sits above viz/
     from vaelab.api import Run
 
 
-def _md_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
-    def cell(text: str) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
+def markdown_cell(text: object) -> str:
+    """``text`` as one Markdown table cell: ``|`` (as in p(x|y)) escaped, newlines joined."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
+
+def _md_table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
     lines = [f"| {head[0]} | {head[1]} |", "| --- | --- |"]
-    lines += [f"| {cell(k)} | {cell(v)} |" for k, v in rows]
+    lines += [f"| {markdown_cell(k)} | {markdown_cell(v)} |" for k, v in rows]
     return "\n".join(lines)
 
 
